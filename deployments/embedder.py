@@ -1,0 +1,65 @@
+"""Embedder deployment: sentence-transformers behind `@serve.batch` and an LRU cache."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import numpy as np
+from ray import serve
+
+from serve_app import models
+from serve_app.core.embedding_cache import EmbeddingCache
+from serve_app.settings import EmbedderSettings
+
+logger = logging.getLogger("ray.serve")
+
+
+@serve.deployment(name="Embedder")
+class Embedder:
+    def __init__(self, settings: EmbedderSettings) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.settings = settings
+        self.model = SentenceTransformer(models.resolve(settings.model), device=settings.device)
+        self.dim = int(self.model.get_embedding_dimension())
+        if self.dim != settings.dimension:
+            raise ValueError(f"{settings.model} gives {self.dim}-d vectors; set embedder.dimension: {self.dim}")
+        self.cache = EmbeddingCache(settings.cache_size)
+        self._embed_batch.set_max_batch_size(settings.max_batch_size)
+        self._embed_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        self.model.encode(["warm up"], normalize_embeddings=True)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        vectors = self.model.encode(
+            [t[: self.settings.max_input_chars] for t in texts],
+            batch_size=self.settings.max_batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    async def _embed_batch(self, texts: list[str]) -> list[np.ndarray]:
+        # Each caller contributes one text; concurrent callers share one forward pass.
+        vectors = await asyncio.to_thread(self._encode, texts)
+        return list(vectors)
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        """Normalized float32 vectors, shape (len(texts), dim)."""
+        found, missing = self.cache.lookup(texts)
+        if missing:
+            fresh = await asyncio.gather(*(self._embed_batch(texts[i]) for i in missing))
+            for i, vector in zip(missing, fresh):
+                self.cache.store(texts[i], vector)
+                found[i] = vector
+        return np.stack([found[i] for i in range(len(texts))]) if texts else np.empty((0, self.dim), np.float32)
+
+    def count_tokens(self, texts: list[str]) -> int:
+        return sum(len(ids) for ids in self.model.tokenizer(texts)["input_ids"])
+
+    def dimension(self) -> int:
+        return self.dim
+
+    def stats(self) -> dict[str, int]:
+        return self.cache.stats()

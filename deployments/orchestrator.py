@@ -1,0 +1,89 @@
+"""Orchestrator deployment: the HTTP ingress. It owns no model; it fans each request out
+to the other deployments through the handles the builder gives it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from fastapi import FastAPI
+
+from serve_app.api import build_runtime, create_app
+from serve_app.core.index import shard_for
+from serve_app.core.store import SQLiteMemoryStore
+from serve_app.generation import GenerationChunk, GenerationRequest
+from serve_app.memory_service import MemoryService
+from serve_app.settings import AppSettings
+
+logger = logging.getLogger("ray.serve")
+
+class HandleServices:
+    """`serve_app.services.Services` over Ray Serve deployment handles."""
+
+    def __init__(
+        self, embedder: DeploymentHandle, shards: list[DeploymentHandle], llm: DeploymentHandle, cache: DeploymentHandle
+    ) -> None:
+        self.embedder = embedder
+        self.shards = shards
+        self.llm = llm.options(stream=True)
+        self.cache = cache
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        return await self.embedder.embed.remote(texts)
+
+    async def count_embedding_tokens(self, texts: list[str]) -> int:
+        return await self.embedder.count_tokens.remote(texts)
+
+    async def search_memories(
+        self,
+        user: str,
+        query: np.ndarray,
+        k: int,
+        tiers: list[str] | None = None,
+        min_seq: int | None = None,
+        min_similarity: float = -1.0,
+    ) -> list[dict[str, Any]]:
+        shard = self.shards[shard_for(user, len(self.shards))]
+        return await shard.search.remote(user, query, k, tiers, min_seq, min_similarity)
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        return self.llm.generate.remote(request)
+
+    async def cache_get(self, key: str) -> Any | None:
+        return await self.cache.get.remote(key)
+
+    async def cache_put(self, key: str, value: Any) -> None:
+        await self.cache.put.remote(key, value)
+
+    async def cache_stats(self) -> dict[str, float]:
+        return await self.cache.stats.remote()
+
+    async def cache_clear(self, scope: str | None) -> int:
+        return await self.cache.clear.remote(scope)
+
+
+@serve.deployment(name="Orchestrator")
+@serve.ingress()
+class Orchestrator:
+    def __init__(
+        self,
+        settings: AppSettings,
+        embedder: DeploymentHandle,
+        shards: list[DeploymentHandle],
+        llm: DeploymentHandle,
+        cache: DeploymentHandle,
+    ) -> None:
+        services = HandleServices(embedder, shards, llm, cache)
+        store = SQLiteMemoryStore(settings.resolve_path(settings.store.sqlite_path), settings.store.sqlite_synchronous)
+        memory = MemoryService(store, services, len(shards), settings.memory.tiers)
+        self.runtime = build_runtime(settings, services, memory)
+        logger.info("Orchestrator ready: %d shards", len(shards))
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        """Ray Serve calls this after __init__: the app is built with this replica's runtime."""
+        return create_app(self.runtime)

@@ -1,0 +1,184 @@
+"""HTTP routes: thin functions from protocol models to the pipeline and memory service.
+
+`create_app(runtime)` is called by the Orchestrator deployment once per replica (Ray
+Serve's `__serve_build_asgi_app__`); tests may call it with a Runtime over fakes.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import StreamingResponse
+
+from serve_app.errors import APIError, BodySizeLimit, install_error_handlers
+from serve_app.memory_service import MemoryService
+from serve_app.pipeline import ChatPipeline, Prepared
+from serve_app.protocol import (
+    MAX_USER_CHARS,
+    TIERS,
+    AddMemoriesRequest,
+    AddMemoriesResponse,
+    ChatCompletionRequest,
+    CompletionRequest,
+    DeletedResponse,
+    EmbeddingData,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+    HealthResponse,
+    MemoryList,
+    ModelCard,
+    ModelList,
+    SearchMemoriesRequest,
+    SearchMemoriesResponse,
+)
+from serve_app.generation import GenerationResult
+from serve_app.responses import chain, chat_events, chat_response, completion_events, completion_response
+from serve_app.services import Services
+from serve_app.settings import AppSettings
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass
+class Runtime:
+    settings: AppSettings
+    services: Services
+    pipeline: ChatPipeline
+    memory: MemoryService
+    started: int
+
+    def check_model(self, model: str, kind: str = "llm") -> None:
+        known = self.settings.llm.served_model_name if kind == "llm" else self.settings.embedder.served_model_name
+        if model != known:
+            raise APIError(404, f"The model `{model}` does not exist; this server serves `{known}`.", "model", "model_not_found")
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
+UserQuery = Annotated[str, Query(min_length=1, max_length=MAX_USER_CHARS)]
+
+
+async def _answer(
+    rt: Runtime, prepared: Prepared, body: ChatCompletionRequest | CompletionRequest, echo: str | None = None
+) -> Any:
+    model = rt.settings.llm.served_model_name
+    chunks = rt.pipeline.stream(prepared)
+    is_chat = isinstance(body, ChatCompletionRequest)
+    if not body.stream:
+        result = GenerationResult.collect([c async for c in chunks])
+        if is_chat:
+            return chat_response(model, prepared, result)
+        return completion_response(model, prepared, result, echo)
+    # Pull the first chunk before answering 200, so a request the engine refuses
+    # (e.g. too long for the context) gets a proper 4xx instead of a broken stream.
+    first = await anext(chunks)
+    events = chat_events if is_chat else completion_events
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return StreamingResponse(
+        events(prepared, model, chain(first, chunks), include_usage), media_type="text/event-stream", headers=SSE_HEADERS
+    )
+
+
+def create_app(rt: Runtime) -> FastAPI:
+    app = FastAPI(title="memserve", version="0.1.0")
+    app.state.runtime = rt
+    app.add_middleware(BodySizeLimit, max_bytes=rt.settings.server.max_body_bytes)
+    install_error_handlers(app)
+
+    @app.get("/health", response_model=HealthResponse)
+    async def health() -> HealthResponse:
+        return HealthResponse()
+
+    @app.get("/v1/models", response_model=ModelList)
+    async def list_models(rt: RuntimeDep) -> ModelList:
+        names = [rt.settings.llm.served_model_name, rt.settings.embedder.served_model_name]
+        return ModelList(data=[ModelCard(id=n, created=rt.started) for n in names])
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, rt: RuntimeDep) -> Any:
+        rt.check_model(body.model)
+        return await _answer(rt, await rt.pipeline.prepare_chat(body), body)
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, rt: RuntimeDep) -> Any:
+        rt.check_model(body.model)
+        echo = body.prompt if body.echo else None
+        return await _answer(rt, await rt.pipeline.prepare_completion(body), body, echo)  # type: ignore[arg-type]
+
+    @app.post("/v1/embeddings", response_model=EmbeddingResponse)
+    async def embeddings(body: EmbeddingRequest, rt: RuntimeDep) -> EmbeddingResponse:
+        rt.check_model(body.model, kind="embedding")
+        texts: list[str] = body.input  # type: ignore[assignment]
+        vectors = await rt.services.embed(texts)
+        tokens = await rt.services.count_embedding_tokens(texts)
+        data = [
+            EmbeddingData(index=i, embedding=_encode_vector(v, body.encoding_format)) for i, v in enumerate(vectors)
+        ]
+        return EmbeddingResponse(
+            data=data, model=body.model, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
+        )
+
+    @app.post("/v1/memories", response_model=AddMemoriesResponse)
+    async def add_memories(body: AddMemoriesRequest, rt: RuntimeDep) -> AddMemoriesResponse:
+        items = body.items()
+        too_long = [i for i, m in enumerate(items) if len(m.text) > rt.settings.memory.max_text_chars]
+        if too_long:
+            raise APIError(400, f"memory text is longer than {rt.settings.memory.max_text_chars} characters", "text")
+        ids, seq = await rt.memory.add(body.user, items)
+        return AddMemoriesResponse(ids=ids, seq=seq)
+
+    @app.post("/v1/memories/search", response_model=SearchMemoriesResponse)
+    async def search_memories(body: SearchMemoriesRequest, rt: RuntimeDep) -> SearchMemoriesResponse:
+        results = await rt.memory.search(body.user, body.query, body.k, list(body.tiers or []) or None, body.min_seq)
+        return SearchMemoriesResponse(results=results)
+
+    @app.get("/v1/memories", response_model=MemoryList)
+    async def list_memories(
+        rt: RuntimeDep,
+        user: UserQuery,
+        tier: Annotated[str | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, Query(pattern=r"^\d+$")] = None,
+    ) -> MemoryList:
+        if tier is not None and tier not in TIERS:
+            raise APIError(400, f"tier must be one of {', '.join(TIERS)}", "tier")
+        data, next_cursor = await rt.memory.list(user, tier, limit, cursor)
+        return MemoryList(data=data, next_cursor=next_cursor)
+
+    @app.get("/v1/memories/{memory_id}")
+    async def get_memory(memory_id: str, user: UserQuery, rt: RuntimeDep) -> Any:
+        record = await rt.memory.get(user, memory_id)
+        if record is None:
+            raise APIError(404, f"no memory {memory_id}", "memory_id", "memory_not_found")
+        return record
+
+    @app.delete("/v1/memories/{memory_id}", response_model=DeletedResponse)
+    async def delete_memory(memory_id: str, user: UserQuery, rt: RuntimeDep) -> DeletedResponse:
+        seq = await rt.memory.delete(user, memory_id)
+        if seq is None:  # unknown and someone else's look the same
+            raise APIError(404, f"no memory {memory_id}", "memory_id", "memory_not_found")
+        return DeletedResponse(id=memory_id, seq=seq)
+
+    return app
+
+
+def _encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        return base64.b64encode(np.asarray(vector, dtype=np.float32).tobytes()).decode()
+    return [float(x) for x in vector]
+
+
+def build_runtime(settings: AppSettings, services: Services, memory: MemoryService) -> Runtime:
+    return Runtime(
+        settings=settings, services=services, pipeline=ChatPipeline(settings, services, memory), memory=memory,
+        started=int(time.time()),
+    )

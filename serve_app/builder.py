@@ -1,0 +1,41 @@
+"""The one place that wires the deployment graph, from typed settings.
+
+    serve run configs/local.yaml        # import_path: serve_app.builder:build_app
+
+Ray Serve validates the YAML `args:` into `AppSettings`; per-deployment options
+(replicas, autoscaling, resources) come from the YAML `deployments:` list by name:
+Orchestrator, Embedder, VectorSearch_<i>, LLM, Cache.
+"""
+# No `from __future__ import annotations`: Ray Serve reads build_app's annotation at run time.
+
+from pathlib import Path
+
+from ray.serve import Application
+
+from deployments.cache import Cache
+from deployments.embedder import Embedder
+from deployments.llm import LLM
+from deployments.orchestrator import Orchestrator
+from deployments.vector_search import VectorSearch
+from serve_app.settings import AppSettings
+
+
+def shard_deployment_name(shard: int) -> str:
+    return f"VectorSearch_{shard}"
+
+
+def build_app(args: AppSettings) -> Application:
+    # The annotation lets Ray Serve validate the YAML `args`; direct callers may pass a dict.
+    args = AppSettings.model_validate(args) if isinstance(args, dict) else args
+    # Replicas may run in another working directory: pin relative paths here.
+    settings = args.model_copy(update={"data_dir": str(Path(args.data_dir).expanduser().resolve())})
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+
+    embedder = Embedder.bind(settings.embedder)
+    shards = [
+        VectorSearch.options(name=shard_deployment_name(i)).bind(settings, i, settings.embedder.dimension)
+        for i in range(settings.vector_search.num_shards)
+    ]
+    llm = LLM.bind(settings.llm)
+    cache = Cache.bind(settings.cache)
+    return Orchestrator.bind(settings, embedder, shards, llm, cache)

@@ -1,0 +1,31 @@
+"""Prompt assembly: the caller's messages with their memories in the system turn."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def memory_block(memories: Sequence[str]) -> str:
+    if not memories:
+        return ""
+    lines = "\n".join(f"- {m}" for m in memories)
+    return f"Things you know about this user from earlier conversations:\n{lines}"
+
+
+def build_messages(
+    system_prompt: str, messages: Sequence[dict[str, str]], memories: Sequence[str]
+) -> list[dict[str, str]]:
+    """Merge the service prompt, the memories and any system turns of the caller into one
+    leading system message (small chat templates handle a single system turn best)."""
+    system_parts = [system_prompt] if system_prompt else []
+    system_parts += [m["content"] for m in messages if m["role"] in ("system", "developer") and m["content"]]
+    block = memory_block(memories)
+    if block:
+        system_parts.append(block)
+    turns = [
+        {"role": m["role"], "content": m["content"]}
+        for m in messages
+        if m["role"] in ("user", "assistant", "tool") and m["content"]
+    ]
+    head = [{"role": "system", "content": "\n\n".join(system_parts)}] if system_parts else []
+    return head + turns

@@ -1,0 +1,40 @@
+"""What the request logic needs from the rest of the graph, as a protocol.
+
+The Orchestrator deployment implements it over Ray Serve handles; unit tests implement it
+with plain objects, so the pipeline is tested without Ray.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import numpy as np
+
+from serve_app.generation import GenerationChunk, GenerationRequest
+
+
+class Services(Protocol):
+    async def embed(self, texts: list[str]) -> np.ndarray: ...
+
+    async def count_embedding_tokens(self, texts: list[str]) -> int: ...
+
+    async def search_memories(
+        self,
+        user: str,
+        query: np.ndarray,
+        k: int,
+        tiers: list[str] | None = None,
+        min_seq: int | None = None,
+        min_similarity: float = -1.0,
+    ) -> list[dict[str, Any]]: ...
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]: ...
+
+    async def cache_get(self, key: str) -> Any | None: ...
+
+    async def cache_put(self, key: str, value: Any) -> None: ...
+
+    async def cache_stats(self) -> dict[str, float]: ...
+
+    async def cache_clear(self, scope: str | None) -> int: ...

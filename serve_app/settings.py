@@ -1,0 +1,105 @@
+"""Typed settings for the whole application: the one place a knob is declared.
+
+`configs/*.yaml` passes an `args:` mapping to `serve_app.builder:build_app`; Ray Serve
+validates it into `AppSettings`. Deployment-level options (replicas, autoscaling,
+`max_ongoing_requests`, actor resources) stay in the YAML `deployments:` section, where
+Ray Serve owns them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app.core.tiers import TierPolicy, default_tier_policies
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LLMSettings(_Section):
+    """The vLLM engine. `model` is a Hugging Face id/path or `bundled:<name>`."""
+
+    model: str = "bundled:smollm2-135m-instruct"
+    served_model_name: str = "smollm2-135m-instruct"
+    max_model_len: int = 2048
+    dtype: str = "bfloat16"
+    enforce_eager: bool = True
+    enable_prefix_caching: bool = True
+    max_num_seqs: int = 32
+    default_max_tokens: int = 256
+    # CPU backend only: KV-cache size in GiB (sets VLLM_CPU_KVCACHE_SPACE).
+    cpu_kvcache_space_gib: int = 1
+    warmup: bool = True
+    # Anything else AsyncEngineArgs takes (tensor_parallel_size, gpu_memory_utilization, ...).
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class EmbedderSettings(_Section):
+    model: str = "bundled:all-MiniLM-L6-v2"
+    served_model_name: str = "all-MiniLM-L6-v2"
+    # Must match the model; FAISS indexes are built with it before the model is loaded.
+    dimension: int = 384
+    device: str = "cpu"
+    max_batch_size: int = 64
+    batch_wait_timeout_s: float = 0.005
+    cache_size: int = 20_000
+    max_input_chars: int = 8_000
+
+
+class StoreSettings(_Section):
+    backend: Literal["sqlite"] = "sqlite"
+    # Relative paths are resolved against `AppSettings.data_dir`.
+    sqlite_path: str = "memserve.sqlite3"
+    # FULL: a commit survives power loss, not only a process crash.
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+
+
+class VectorSearchSettings(_Section):
+    num_shards: int = Field(default=2, ge=1, le=64)
+    max_loaded_users: int = Field(default=50, ge=1)
+
+
+class CacheSettings(_Section):
+    enabled: bool = True
+    ttl_s: float = Field(default=900.0, gt=0)
+    max_entries: int = Field(default=10_000, ge=1)
+
+
+class MemorySettings(_Section):
+    default_k: int = 5
+    max_k: int = 50
+    # Memories below this cosine similarity never reach the prompt.
+    min_similarity: float = 0.25
+    write_back: bool = True
+    write_back_tier: str = "short_term"
+    max_text_chars: int = 8_000
+    tiers: dict[str, TierPolicy] = Field(default_factory=default_tier_policies)
+
+
+class ServerSettings(_Section):
+    max_body_bytes: int = 2 * 1024 * 1024
+    max_messages: int = 256
+    system_prompt: str = "You are a helpful assistant. Answer briefly and accurately."
+    # Per-stage deadlines (seconds); a late stage degrades the answer instead of failing it.
+    embed_timeout_s: float = 5.0
+    search_timeout_s: float = 5.0
+    cache_timeout_s: float = 1.0
+
+
+class AppSettings(_Section):
+    data_dir: str = "./data"
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    vector_search: VectorSearchSettings = Field(default_factory=VectorSearchSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    def resolve_path(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else Path(self.data_dir).expanduser().resolve() / p
