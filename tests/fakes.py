@@ -1,0 +1,91 @@
+"""Stand-ins for the other deployments, for unit tests of the request logic only.
+
+The embedding is a deterministic bag-of-words hash so related texts are similar; the
+"LLM" echoes the prompt's memory lines so tests can see what reached the prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serve_app.core.index import ShardIndex, shard_for
+from serve_app.core.response_cache import ResponseCache
+from serve_app.core.retrieval import search_user_memories
+from serve_app.core.store import SQLiteMemoryStore
+from serve_app.generation import GenerationChunk, GenerationRequest, PromptTooLongError
+
+DIM = 64
+
+
+def bag_of_words(text: str) -> np.ndarray:
+    v = np.zeros(DIM, dtype=np.float32)
+    for word in re.findall(r"[a-z]+", text.lower()):
+        v[int(hashlib.md5(word.encode()).hexdigest(), 16) % DIM] += 1.0
+    n = np.linalg.norm(v)
+    return v / n if n else v
+
+
+class FakeServices:
+    def __init__(self, store_path: Path, num_shards: int = 2) -> None:
+        self.store = SQLiteMemoryStore(store_path)
+        self.shards = [ShardIndex(self.store, i, DIM, 10) for i in range(num_shards)]
+        self.cache = ResponseCache(100, 60)
+        self.generations = 0
+        self.embed_delay_s = 0.0
+        self.fail_search = False
+        self.last_request: GenerationRequest | None = None
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        await asyncio.sleep(self.embed_delay_s)
+        return np.stack([bag_of_words(t) for t in texts])
+
+    async def count_embedding_tokens(self, texts: list[str]) -> int:
+        return sum(len(t.split()) for t in texts)
+
+    async def search_memories(
+        self, user: str, query: np.ndarray, k: int, tiers: list[str] | None = None,
+        min_seq: int | None = None, min_similarity: float = -1.0,
+    ) -> list[dict[str, Any]]:
+        if self.fail_search:
+            raise RuntimeError("shard down")
+        shard = self.shards[shard_for(user, len(self.shards))]
+        found = search_user_memories(shard, user, query, k, time.time(), tiers, min_similarity)
+        return [
+            {"id": m.record.id, "text": m.record.text, "score": m.score, "similarity": m.similarity,
+             "tier": m.record.tier, "metadata": m.record.metadata, "created_at": m.record.created_at}
+            for m in found
+        ]
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        self.generations += 1
+        self.last_request = request
+        if request.max_tokens and request.max_tokens > 1000:
+            raise PromptTooLongError("too long")
+        system = (request.messages or [{"content": request.prompt or ""}])[0]["content"]
+        words = ["echo:"] + [line for line in system.splitlines() if line.startswith("- ")]
+        for i, word in enumerate(words):
+            last = i == len(words) - 1
+            yield GenerationChunk(
+                text=word + ("" if last else " "), finish_reason="stop" if last else None,
+                prompt_tokens=7, completion_tokens=i + 1,
+            )
+
+    async def cache_get(self, key: str) -> Any | None:
+        return self.cache.get(key)
+
+    async def cache_put(self, key: str, value: Any) -> None:
+        self.cache.put(key, value)
+
+    async def cache_stats(self) -> dict[str, float]:
+        return self.cache.stats()
+
+    async def cache_clear(self, scope: str | None) -> int:
+        return self.cache.clear(scope)

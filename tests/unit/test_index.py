@@ -1,0 +1,74 @@
+"""ShardIndex: per-user FAISS indexes kept in step with the store's change log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from serve_app.core.index import ShardIndex, shard_for
+from serve_app.core.retrieval import search_user_memories
+from serve_app.core.store import SQLiteMemoryStore
+from tests.unit.test_store import mem, vec
+
+
+def test_shard_for_is_stable_and_spreads() -> None:
+    assert shard_for("alice", 4) == shard_for("alice", 4)
+    assert shard_for("alice", 4) == 1  # fixed across processes and releases
+    shards = {shard_for(f"user-{i}", 4) for i in range(100)}
+    assert shards == {0, 1, 2, 3}
+
+
+def test_search_finds_own_memories_only(tmp_path: Path) -> None:
+    store = SQLiteMemoryStore(tmp_path / "m.sqlite3")
+    store.add("alice", 0, [mem("alice one", 1), mem("alice two", 2)])
+    store.add("bob", 0, [mem("bob one", 1)])  # same vector as alice's first memory
+    index = ShardIndex(store, 0, dim=8, max_loaded_users=10)
+    alice = search_user_memories(index, "alice", vec(1), k=5, now=0.0)
+    assert [m.record.text for m in alice][0] == "alice one"
+    assert {m.record.user for m in alice} == {"alice"}
+    bob = search_user_memories(index, "bob", vec(1), k=5, now=0.0)
+    assert [m.record.text for m in bob] == ["bob one"]
+
+
+def test_replica_applies_writes_made_elsewhere(tmp_path: Path) -> None:
+    """Two replicas of a shard over one store: a write through either is seen by both."""
+    path = tmp_path / "m.sqlite3"
+    writer = SQLiteMemoryStore(path)
+    replica_a = ShardIndex(SQLiteMemoryStore(path), 0, 8, 10)
+    replica_b = ShardIndex(SQLiteMemoryStore(path), 0, 8, 10)
+    assert replica_a.search("alice", vec(7), 3) == []
+    assert replica_b.search("alice", vec(7), 3) == []
+    records, seq = writer.add("alice", 0, [mem("new", 7)])
+    for replica in (replica_a, replica_b):
+        hits = replica.search("alice", vec(7), 3)
+        assert [h.key for h in hits] == [records[0].key]
+        assert replica.applied_seq >= seq
+    writer.delete("alice", 0, records[0].id)
+    assert replica_a.search("alice", vec(7), 3) == []
+    assert replica_b.search("alice", vec(7), 3) == []
+
+
+def test_evicted_user_is_rebuilt_from_store(tmp_path: Path) -> None:
+    store = SQLiteMemoryStore(tmp_path / "m.sqlite3")
+    index = ShardIndex(store, 0, 8, max_loaded_users=1)
+    store.add("alice", 0, [mem("a", 1)])
+    store.add("bob", 0, [mem("b", 2)])
+    assert len(index.search("alice", vec(1), 1)) == 1
+    assert len(index.search("bob", vec(2), 1)) == 1  # evicts alice
+    assert index.loaded_users == 1
+    store.add("alice", 0, [mem("a2", 3)])  # logged while alice is not loaded
+    hits = index.search("alice", vec(3), 2)
+    assert len(hits) == 2 and hits[0].similarity > 0.99
+
+
+def test_filters_expired_and_tiers(tmp_path: Path) -> None:
+    store = SQLiteMemoryStore(tmp_path / "m.sqlite3")
+    store.add("alice", 0, [mem("old", 1, expires_at=50.0), mem("work", 2, tier="working"), mem("fact", 3)])
+    index = ShardIndex(store, 0, 8, 10)
+    now_texts = [m.record.text for m in search_user_memories(index, "alice", vec(1), 5, now=100.0)]
+    assert "old" not in now_texts and set(now_texts) == {"work", "fact"}
+    working = search_user_memories(index, "alice", vec(1), 5, now=0.0, tiers=["working"])
+    assert [m.record.text for m in working] == ["work"]
+    strict = search_user_memories(index, "alice", vec(1), 5, now=0.0, min_similarity=0.99)
+    assert [m.record.text for m in strict] == ["old"]
