@@ -1,0 +1,84 @@
+"""One real memserve application per test session, started exactly as a user starts it:
+`serve run <config>` with the real vLLM CPU engine, MiniLM and FAISS.
+
+The config is configs/local.yaml with a private data directory and port.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT_S = float(os.environ.get("MEMSERVE_TEST_STARTUP_S", "600"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(tmp: Path, port: int) -> Path:
+    config = yaml.safe_load((REPO / "configs" / "local.yaml").read_text())
+    config["http_options"] = {"host": "127.0.0.1", "port": port}
+    config["applications"][0]["args"]["data_dir"] = str(tmp / "data")
+    path = tmp / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve run exited with {process.returncode}:\n{log.read_text()[-5000:]}")
+        try:
+            if httpx.get(f"{base_url}/v1/models", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    raise TimeoutError(f"memserve did not come up in {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-5000:]}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("memserve")
+    port = free_port()
+    config = write_config(tmp, port)
+    log = tmp / "serve.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "0"}
+    serve_bin = Path(sys.executable).with_name("serve")
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(serve_bin), "run", str(config)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base_url, process, log)
+        yield base_url
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # serve run shuts the app and its Ray instance down
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True)
+
+
+@pytest.fixture
+def http(server: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server, timeout=120) as client:
+        yield client
