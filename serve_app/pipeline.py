@@ -72,7 +72,7 @@ class ChatPipeline:
             p.info.timings_ms[name] = round((time.perf_counter() - started) * 1000, 2)
 
     async def _cache_lookup(self, p: Prepared) -> GenerationResult | None:
-        if not self.settings.cache.enabled or p.cache_key is None:
+        if p.cache_key is None:
             return None
         hit = await self._stage(p, "cache_lookup", self.services.cache_get(p.cache_key), self.settings.server.cache_timeout_s)
         return GenerationResult(**hit) if hit else None
@@ -97,7 +97,8 @@ class ChatPipeline:
         if use_memory:
             version = await self._stage(p, "memory_version", self.memory.version(user), server.search_timeout_s) or 0
         scope = f"user:{user}" if use_memory else SHARED_SCOPE
-        p.cache_key = cache_key(scope, version, self._cache_payload(request, messages))
+        if self.settings.cache.enabled and opts.cache:
+            p.cache_key = cache_key(scope, version, self._cache_payload(request, messages))
 
         embed = (
             self._stage(p, "embed", self.services.embed([query]), server.embed_timeout_s) if use_memory else _none()
@@ -205,7 +206,7 @@ class ChatPipeline:
 
     def _after_answer(self, p: Prepared, result: GenerationResult) -> None:
         """Cache the answer and write the turn back, off the critical path."""
-        if self.settings.cache.enabled and p.cache_key and result.finish_reason in CACHEABLE_FINISH:
+        if p.cache_key and result.finish_reason in CACHEABLE_FINISH:
             self._spawn(self.services.cache_put(p.cache_key, _as_cacheable(result)))
         if p.write_back is not None and p.user and p.query_vector is not None:
             self._spawn(self.memory.add(p.user, [p.write_back], p.query_vector.reshape(1, -1)))

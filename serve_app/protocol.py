@@ -54,6 +54,7 @@ class MemserveOptions(OpenAIModel):
     k: int | None = Field(default=None, ge=1, le=MAX_K)
     write_back: bool | None = None
     tiers: list[Tier] | None = None
+    cache: bool = True
 
 
 class MemoryUsed(BaseModel):

@@ -92,3 +92,13 @@ async def test_memory_off_skips_embedding_and_search(
     result, info = await answer(ChatPipeline(settings, services, memory), chat("cat?", memserve={"memory": False}))
     assert info.memories == [] and "embed" not in info.timings_ms
     assert services.store.list("alice", None, 10, None)[-1].text == "my cat is called Miso"  # no write-back
+
+
+async def test_cache_can_be_bypassed_per_request(
+    settings: AppSettings, services: FakeServices, memory: MemoryService
+) -> None:
+    pipeline = ChatPipeline(settings, services, memory)
+    request = chat("hello there", user=None, memserve={"cache": False})
+    await answer(pipeline, request)
+    _, info = await answer(pipeline, request)
+    assert not info.cached and services.generations == 2
