@@ -70,12 +70,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         wait_until_ready(base_url, process, log)
         yield base_url
     finally:
-        os.killpg(process.pid, signal.SIGINT)  # serve run shuts the app and its Ray instance down
+        # serve run shuts down the app and the Ray instance it started (no `ray stop`:
+        # that would also stop any other Ray on this machine, such as a running `make run`).
+        os.killpg(process.pid, signal.SIGINT)
         try:
-            process.wait(timeout=60)
+            process.wait(timeout=90)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-        subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True)
 
 
 @pytest.fixture
