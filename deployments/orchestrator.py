@@ -15,7 +15,6 @@ from fastapi import FastAPI
 
 from serve_app.api import build_runtime, create_app
 from serve_app.core.index import shard_for
-from serve_app.core.store import SQLiteMemoryStore
 from serve_app.generation import GenerationChunk, GenerationRequest
 from serve_app.memory_service import MemoryService
 from serve_app.settings import AppSettings
@@ -79,7 +78,7 @@ class Orchestrator:
         cache: DeploymentHandle,
     ) -> None:
         services = HandleServices(embedder, shards, llm, cache)
-        store = SQLiteMemoryStore(settings.resolve_path(settings.store.sqlite_path), settings.store.sqlite_synchronous)
+        store = settings.open_store()
         memory = MemoryService(store, services, len(shards), settings.memory.tiers)
         self.runtime = build_runtime(settings, services, memory)
         logger.info("Orchestrator ready: %d shards", len(shards))

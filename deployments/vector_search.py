@@ -16,7 +16,6 @@ from ray import serve
 
 from serve_app.core.index import ShardIndex
 from serve_app.core.retrieval import search_user_memories
-from serve_app.core.store import SQLiteMemoryStore
 from serve_app.settings import AppSettings
 
 logger = logging.getLogger("ray.serve")
@@ -30,7 +29,7 @@ class VectorSearch:
     def __init__(self, settings: AppSettings, shard: int, dim: int = 384) -> None:
         self.shard = shard
         self.settings = settings
-        store = SQLiteMemoryStore(settings.resolve_path(settings.store.sqlite_path), settings.store.sqlite_synchronous)
+        store = settings.open_store()
         self.index = ShardIndex(store, shard, dim, settings.vector_search.max_loaded_users)
         # FAISS and SQLite calls run in a worker thread, one at a time per replica.
         self._lock = asyncio.Lock()

@@ -73,7 +73,7 @@ class MemoryService:
         return [record_out(r) for r in page if not r.expired(now)], (str(page[-1].key) if more else None)
 
     async def delete(self, user: str, memory_id: str) -> int | None:
-        return await asyncio.to_thread(self.store.delete, user, self.shard(user), memory_id)
+        return await asyncio.to_thread(self.store.delete, user, self.shard(user), [memory_id])
 
     async def version(self, user: str) -> int:
         return await asyncio.to_thread(self.store.user_version, user)

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_app.core.store import MemoryStore
+from serve_app.core.stores import open_store
 from serve_app.core.tiers import TierPolicy, default_tier_policies
 
 
@@ -51,11 +53,14 @@ class EmbedderSettings(_Section):
 
 
 class StoreSettings(_Section):
-    backend: Literal["sqlite"] = "sqlite"
+    backend: Literal["sqlite", "redis"] = "sqlite"
     # Relative paths are resolved against `AppSettings.data_dir`.
     sqlite_path: str = "memserve.sqlite3"
     # FULL: a commit survives power loss, not only a process crash.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    # Redis must run with appendonly yes + appendfsync always for durable acknowledgements.
+    redis_url: str | None = None
+    redis_prefix: str = "memserve"
 
 
 class VectorSearchSettings(_Section):
@@ -103,3 +108,8 @@ class AppSettings(_Section):
     def resolve_path(self, path: str) -> Path:
         p = Path(path).expanduser()
         return p if p.is_absolute() else Path(self.data_dir).expanduser().resolve() / p
+
+    def open_store(self) -> MemoryStore:
+        s = self.store
+        return open_store(s.backend, sqlite_path=self.resolve_path(s.sqlite_path), sqlite_synchronous=s.sqlite_synchronous,
+                          redis_url=s.redis_url, redis_prefix=s.redis_prefix)

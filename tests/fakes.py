@@ -19,7 +19,7 @@ import numpy as np
 from serve_app.core.index import ShardIndex, shard_for
 from serve_app.core.response_cache import ResponseCache
 from serve_app.core.retrieval import search_user_memories
-from serve_app.core.store import SQLiteMemoryStore
+from serve_app.core.sqlite_store import SQLiteMemoryStore
 from serve_app.generation import GenerationChunk, GenerationRequest, PromptTooLongError
 
 DIM = 64

@@ -8,7 +8,7 @@ import numpy as np
 
 from serve_app.core.index import ShardIndex, shard_for
 from serve_app.core.retrieval import search_user_memories
-from serve_app.core.store import SQLiteMemoryStore
+from serve_app.core.sqlite_store import SQLiteMemoryStore
 from tests.unit.test_store import mem, vec
 
 
@@ -44,7 +44,7 @@ def test_replica_applies_writes_made_elsewhere(tmp_path: Path) -> None:
         hits = replica.search("alice", vec(7), 3)
         assert [h.key for h in hits] == [records[0].key]
         assert replica.applied_seq >= seq
-    writer.delete("alice", 0, records[0].id)
+    writer.delete("alice", 0, [records[0].id])
     assert replica_a.search("alice", vec(7), 3) == []
     assert replica_b.search("alice", vec(7), 3) == []
 

@@ -1,13 +1,17 @@
-"""SQLiteMemoryStore: commits, change log, isolation."""
+"""The MemoryStore contract, run against both backends (SQLite and a real Redis)."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from serve_app.core.store import NewMemory, SQLiteMemoryStore
+from serve_app.core.redis_store import RedisMemoryStore
+from serve_app.core.sqlite_store import SQLiteMemoryStore
+from serve_app.core.store import MemoryPatch, MemoryStore, NewMemory
 
 
 def vec(seed: int, dim: int = 8) -> np.ndarray:
@@ -15,75 +19,128 @@ def vec(seed: int, dim: int = 8) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def mem(text: str, seed: int = 0, tier: str = "long_term", expires_at: float | None = None) -> NewMemory:
-    return NewMemory(text=text, tier=tier, importance=0.5, embedding=vec(seed), expires_at=expires_at)
+def mem(text: str, seed: int = 0, tier: str = "long_term", expires_at: float | None = None,
+        metadata: dict | None = None) -> NewMemory:  # type: ignore[type-arg]
+    return NewMemory(text=text, tier=tier, importance=0.5, embedding=vec(seed), expires_at=expires_at,
+                     metadata=metadata or {})
+
+
+StoreFactory = Callable[[], MemoryStore]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    """Returns a factory: each call opens the *same* data set again (a restart)."""
+    if request.param == "sqlite":
+        return lambda: SQLiteMemoryStore(tmp_path / "m.sqlite3")
+    server = request.getfixturevalue("redis_server")
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    return lambda: RedisMemoryStore(server.url, prefix)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SQLiteMemoryStore:
-    return SQLiteMemoryStore(tmp_path / "m.sqlite3")
+def store(make_store: StoreFactory) -> MemoryStore:
+    return make_store()
 
 
-def test_add_returns_ids_and_increasing_seq(store: SQLiteMemoryStore) -> None:
+def test_add_returns_ids_and_increasing_seq(store: MemoryStore) -> None:
     first, seq1 = store.add("alice", 0, [mem("a", 1), mem("b", 2)])
     second, seq2 = store.add("alice", 0, [mem("c", 3)])
-    assert len(first) == 2 and len(second) == 1
     assert len({r.id for r in first + second}) == 3
     assert seq2 > seq1 > 0
-    assert store.last_seq(0) == seq2
+    assert store.last_seq(0) == seq2 and store.last_seq() == seq2
     assert store.user_version("alice") == seq2
+    assert store.count("alice") == 3
 
 
-def test_written_data_survives_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "m.sqlite3"
-    records, _ = SQLiteMemoryStore(path).add("alice", 1, [mem("keep me", 5)])
-    reopened = SQLiteMemoryStore(path)
+def test_written_data_survives_reopen(make_store: StoreFactory) -> None:
+    records, _ = make_store().add("alice", 1, [mem("keep me", 5, metadata={"k": [1, "x"]})])
+    reopened = make_store()
     got = reopened.get("alice", records[0].id)
-    assert got is not None and got.text == "keep me"
+    assert got is not None and got.text == "keep me" and got.metadata == {"k": [1, "x"]}
     keys, vectors = reopened.user_embeddings("alice")
     assert list(keys) == [records[0].key]
     np.testing.assert_allclose(vectors[0], vec(5))
+    assert make_store().store_id == reopened.store_id
 
 
-def test_users_never_see_each_other(store: SQLiteMemoryStore) -> None:
+def test_users_never_see_each_other(store: MemoryStore) -> None:
     records, _ = store.add("alice", 0, [mem("alice's secret")])
     assert store.get("bob", records[0].id) is None
     assert store.list("bob", None, 10, None) == []
     assert store.get_many("bob", [records[0].key]) == {}
-    assert store.delete("bob", 0, records[0].id) is None
-    assert store.get("alice", records[0].id) is not None
+    assert store.delete("bob", 0, [records[0].id]) is None
+    assert store.update("bob", 0, records[0].id, MemoryPatch(text="stolen")) is None
+    assert store.history("bob", records[0].id) == []
+    assert store.get("alice", records[0].id).text == "alice's secret"  # type: ignore[union-attr]
 
 
-def test_delete_logs_a_change_and_removes_record(store: SQLiteMemoryStore) -> None:
+def test_update_logs_and_keeps_history(store: MemoryStore) -> None:
+    records, seq = store.add("alice", 0, [mem("likes tea", 1)])
+    updated, useq = store.update(
+        "alice", 0, records[0].id, MemoryPatch(text="likes green tea", embedding=vec(9), importance=0.9,
+                                               tier="semantic", expires_at=None), actor="tester",
+    )  # type: ignore[misc]
+    assert useq > seq
+    assert (updated.text, updated.importance, updated.tier, updated.expires_at) == ("likes green tea", 0.9, "semantic", None)
+    change = store.changes_since(0, seq)[0]
+    assert change.op == "upsert" and change.key == records[0].key
+    np.testing.assert_allclose(change.embedding, vec(9))  # type: ignore[arg-type]
+    history = store.history("alice", records[0].id)
+    assert [(h.event, h.old_text, h.new_text) for h in history] == [
+        ("ADD", None, "likes tea"), ("UPDATE", "likes tea", "likes green tea")]
+    assert history[1].actor == "tester" and history[1].new_tier == "semantic" and history[1].seq == useq
+
+
+def test_delete_logs_a_change_and_removes_record(store: MemoryStore) -> None:
     records, seq = store.add("alice", 1, [mem("x", 1)])
-    del_seq = store.delete("alice", 1, records[0].id)
+    del_seq = store.delete("alice", 1, [records[0].id])
     assert del_seq is not None and del_seq > seq
-    assert store.get("alice", records[0].id) is None
+    assert store.get("alice", records[0].id) is None and store.count("alice") == 0
     changes = store.changes_since(1, 0)
     assert [(c.op, c.key) for c in changes] == [("upsert", records[0].key), ("delete", records[0].key)]
-    # The upsert's row is gone: the log hands out no embedding for it any more.
-    assert changes[0].embedding is None
+    assert changes[0].embedding is None  # the row is gone: the log hands out no vector for it
+    assert [h.event for h in store.history("alice", records[0].id)] == ["ADD", "DELETE"]
+    assert store.delete("alice", 1, [records[0].id]) is None
 
 
-def test_change_log_is_per_shard(store: SQLiteMemoryStore) -> None:
-    store.add("a", 0, [mem("on shard 0")])
+def test_forget_user_removes_every_trace(store: MemoryStore) -> None:
+    records, _ = store.add("alice", 0, [mem("a", 1), mem("b", 2)])
+    store.delete("alice", 0, [records[0].id])
+    store.add("bob", 0, [mem("bob's", 3)])
+    seq = store.forget_user("alice", 0)
+    assert store.count("alice") == 0 and store.list("alice", None, 10, None) == []
+    assert store.history("alice", records[1].id) == [] and store.history("alice", records[0].id) == []
+    assert "alice" not in store.users() and "bob" in store.users()
+    assert [(c.op, c.user) for c in store.changes_since(0, 0) if c.user == "alice"] == [("forget", "alice")]
+    assert store.user_version("alice") == seq
+    assert store.count("bob") == 1
+
+
+def test_change_log_is_per_shard_and_per_user(store: MemoryStore) -> None:
+    _, s1 = store.add("a", 0, [mem("on shard 0")])
     store.add("b", 1, [mem("on shard 1")])
-    assert [c.user for c in store.changes_since(0, 0)] == ["a"]
+    _, s3 = store.add("a", 0, [mem("again")])
+    assert [c.user for c in store.changes_since(0, 0)] == ["a", "a"]
     assert [c.user for c in store.changes_since(1, 0)] == ["b"]
     assert store.changes_since(0, store.last_seq(0)) == []
+    assert [c.seq for c in store.changes_since(0, 0, limit=1)] == [s1]
+    assert [c.seq for c in store.user_changes_since("a", s1)] == [s3]
 
 
-def test_list_pages_and_filters_by_tier(store: SQLiteMemoryStore) -> None:
+def test_list_pages_and_filters_by_tier(store: MemoryStore) -> None:
     store.add("alice", 0, [mem(f"m{i}", i, tier="working" if i % 2 else "semantic") for i in range(5)])
     page1 = store.list("alice", None, 2, None)
     page2 = store.list("alice", None, 2, page1[-1].key)
     assert [r.text for r in page1 + page2] == ["m0", "m1", "m2", "m3"]
     assert [r.text for r in store.list("alice", "working", 10, None)] == ["m1", "m3"]
+    assert [r.text for r in store.all_records("alice")] == [f"m{i}" for i in range(5)]
 
 
-def test_record_access_counts(store: SQLiteMemoryStore) -> None:
+def test_record_access_counts_without_logging(store: MemoryStore) -> None:
     records, seq = store.add("alice", 0, [mem("x")])
     store.record_access("alice", [records[0].key], now=123.0)
+    store.record_access("mallory", [records[0].key], now=999.0)  # not theirs: ignored
     got = store.get("alice", records[0].id)
     assert got is not None and got.access_count == 1 and got.last_accessed == 123.0
-    assert store.last_seq() == seq  # access statistics are not logged changes
+    assert store.last_seq() == seq

@@ -1,0 +1,316 @@
+"""Cluster MemoryStore on Redis.
+
+Every write is one Lua script, so allocating its `seq`, changing the data, appending to
+the change log and recording history happen atomically and in seq order (a reader that
+has seen seq N has seen every write below N). Durability is Redis's: run it with
+`appendonly yes` and `appendfsync always` for the store's "acknowledged means
+committed" promise (the test fixtures and the Helm values do).
+
+Layout under `prefix`: `:m:<key>` hash per memory, `:id:<id>` -> key, `:u:<user>` zset
+of keys, `:users` set, `:log:<shard>` and `:ulog:<user>` zsets scored by seq,
+`:h:<user>:<id>` list of history events, counters `:seq` and `:keyctr`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import redis
+
+from serve_app.core.store import (
+    Change,
+    HistoryEvent,
+    HistoryEventKind,
+    MemoryPatch,
+    MemoryRecord,
+    NewMemory,
+    as_blob,
+    empty_embeddings,
+    from_blob,
+)
+
+_LOG = """
+local function log(p, shard, user, op, key, seq)
+  redis.call('ZADD', p..':log:'..shard, seq, seq..'|'..op..'|'..key..'|'..user)
+  redis.call('ZADD', p..':ulog:'..user, seq, seq..'|'..op..'|'..key..'|'..shard)
+end
+"""
+
+_ADD = _LOG + """
+local p, user, shard, now, actor, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local out, seq = {}, 0
+for i = 0, n - 1 do
+  local b = 7 + i * 7
+  local id, text, tier, imp, meta, emb, exp = ARGV[b], ARGV[b+1], ARGV[b+2], ARGV[b+3], ARGV[b+4], ARGV[b+5], ARGV[b+6]
+  local key = redis.call('INCR', p..':keyctr')
+  redis.call('HSET', p..':m:'..key, 'id', id, 'user', user, 'shard', shard, 'text', text, 'tier', tier,
+    'importance', imp, 'metadata', meta, 'embedding', emb, 'created_at', now, 'updated_at', now,
+    'expires_at', exp, 'access_count', 0, 'last_accessed', '')
+  redis.call('SET', p..':id:'..id, key)
+  redis.call('ZADD', p..':u:'..user, key, key)
+  redis.call('SADD', p..':users', user)
+  seq = redis.call('INCR', p..':seq')
+  log(p, shard, user, 'upsert', key, seq)
+  redis.call('RPUSH', p..':h:'..user..':'..id, cjson.encode({event='ADD', new_text=text, new_tier=tier,
+    actor=actor, at=now, seq=seq}))
+  out[#out + 1] = key
+end
+out[#out + 1] = seq
+return out
+"""
+
+_UPDATE = _LOG + """
+local p, user, shard, id, now, actor, event, fields, emb = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local key = redis.call('GET', p..':id:'..id)
+if not key then return false end
+local h = p..':m:'..key
+if redis.call('HGET', h, 'user') ~= user then return false end
+local old_text, old_tier = redis.call('HGET', h, 'text'), redis.call('HGET', h, 'tier')
+for name, value in pairs(cjson.decode(fields)) do redis.call('HSET', h, name, value) end
+if emb ~= '' then redis.call('HSET', h, 'embedding', emb) end
+redis.call('HSET', h, 'updated_at', now)
+local seq = redis.call('INCR', p..':seq')
+log(p, shard, user, 'upsert', key, seq)
+redis.call('RPUSH', p..':h:'..user..':'..id, cjson.encode({event=event, old_text=old_text, old_tier=old_tier,
+  new_text=redis.call('HGET', h, 'text'), new_tier=redis.call('HGET', h, 'tier'), actor=actor, at=now, seq=seq}))
+return {tonumber(key), seq}
+"""
+
+_DELETE = _LOG + """
+local p, user, shard, now, actor, event = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local seq = false
+for i = 7, #ARGV do
+  local id = ARGV[i]
+  local key = redis.call('GET', p..':id:'..id)
+  if key and redis.call('HGET', p..':m:'..key, 'user') == user then
+    local h = p..':m:'..key
+    local old_text, old_tier = redis.call('HGET', h, 'text'), redis.call('HGET', h, 'tier')
+    redis.call('DEL', h, p..':id:'..id)
+    redis.call('ZREM', p..':u:'..user, key)
+    seq = redis.call('INCR', p..':seq')
+    log(p, shard, user, 'delete', key, seq)
+    redis.call('RPUSH', p..':h:'..user..':'..id, cjson.encode({event=event, old_text=old_text,
+      old_tier=old_tier, actor=actor, at=now, seq=seq}))
+  end
+end
+return seq
+"""
+
+_FORGET = _LOG + """
+local p, user, shard = ARGV[1], ARGV[2], ARGV[3]
+for _, key in ipairs(redis.call('ZRANGE', p..':u:'..user, 0, -1)) do
+  local id = redis.call('HGET', p..':m:'..key, 'id')
+  redis.call('DEL', p..':m:'..key, p..':id:'..id)
+end
+for _, entry in ipairs(redis.call('ZRANGE', p..':ulog:'..user, 0, -1)) do
+  local seq, op, key, s = string.match(entry, '^(%d+)|(%a+)|(%d+)|(%d+)$')
+  redis.call('ZREM', p..':log:'..s, seq..'|'..op..'|'..key..'|'..user)
+end
+local cursor = '0'
+repeat
+  local page = redis.call('SCAN', cursor, 'MATCH', p..':h:'..user..':*', 'COUNT', 1000)
+  cursor = page[1]
+  for _, name in ipairs(page[2]) do redis.call('DEL', name) end
+until cursor == '0'
+redis.call('DEL', p..':u:'..user, p..':ulog:'..user)
+redis.call('SREM', p..':users', user)
+local seq = redis.call('INCR', p..':seq')
+log(p, shard, user, 'forget', 0, seq)
+return seq
+"""
+
+
+def _s(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
+def _opt_float(value: bytes | None) -> float | None:
+    return float(value) if value not in (None, b"") else None
+
+
+def _record(key: int, h: dict[bytes, bytes]) -> MemoryRecord:
+    return MemoryRecord(
+        key=key, id=h[b"id"].decode(), user=h[b"user"].decode(), text=h[b"text"].decode(),
+        tier=h[b"tier"].decode(), importance=float(h[b"importance"]), metadata=json.loads(h[b"metadata"]),
+        created_at=float(h[b"created_at"]), updated_at=float(h[b"updated_at"]),
+        expires_at=_opt_float(h.get(b"expires_at")), access_count=int(h[b"access_count"]),
+        last_accessed=_opt_float(h.get(b"last_accessed")),
+    )
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+class RedisMemoryStore:
+    def __init__(self, url: str, prefix: str = "memserve") -> None:
+        self.r = redis.Redis.from_url(url)
+        self.p = prefix
+        self._add = self.r.register_script(_ADD)
+        self._update = self.r.register_script(_UPDATE)
+        self._delete = self.r.register_script(_DELETE)
+        self._forget = self.r.register_script(_FORGET)
+        self.r.setnx(f"{prefix}:store_id", uuid.uuid4().hex)
+        self.store_id: str = self.r.get(f"{prefix}:store_id").decode()  # type: ignore[union-attr]
+
+    # ------------------------------------------------------------------ writes
+
+    def add(self, user: str, shard: int, items: Sequence[NewMemory], actor: str = "api") -> tuple[list[MemoryRecord], int]:
+        now = time.time()
+        ids = [f"mem-{uuid.uuid4().hex}" for _ in items]
+        args: list[Any] = [self.p, user, shard, repr(now), actor, len(items)]
+        for mid, item in zip(ids, items):
+            args += [mid, item.text, item.tier, repr(item.importance), json.dumps(item.metadata),
+                     as_blob(item.embedding), _num(item.expires_at)]
+        *keys, seq = self._add(args=args)
+        records = [
+            MemoryRecord(key=int(k), id=mid, user=user, text=item.text, tier=item.tier, importance=item.importance,
+                         metadata=dict(item.metadata), created_at=now, updated_at=now, expires_at=item.expires_at,
+                         access_count=0, last_accessed=None)
+            for k, mid, item in zip(keys, ids, items)
+        ]
+        return records, int(seq)
+
+    def update(
+        self, user: str, shard: int, memory_id: str, patch: MemoryPatch, actor: str = "api",
+        event: HistoryEventKind = "UPDATE",
+    ) -> tuple[MemoryRecord, int] | None:
+        fields: dict[str, str] = {}
+        if patch.text is not None:
+            fields["text"] = patch.text
+        if patch.importance is not None:
+            fields["importance"] = repr(patch.importance)
+        if patch.metadata is not None:
+            fields["metadata"] = json.dumps(patch.metadata)
+        if patch.tier is not None:
+            fields["tier"] = patch.tier
+            fields["expires_at"] = _num(patch.expires_at)
+        embedding = b"" if patch.embedding is None else as_blob(patch.embedding)
+        result = self._update(args=[self.p, user, shard, memory_id, repr(time.time()), actor, event,
+                                    json.dumps(fields) if fields else "{}", embedding])
+        if not result:
+            return None
+        key, seq = int(result[0]), int(result[1])
+        return _record(key, self.r.hgetall(f"{self.p}:m:{key}")), seq  # type: ignore[arg-type]
+
+    def delete(
+        self, user: str, shard: int, memory_ids: Sequence[str], actor: str = "api", event: HistoryEventKind = "DELETE"
+    ) -> int | None:
+        seq = self._delete(args=[self.p, user, shard, repr(time.time()), actor, event, *memory_ids])
+        return int(seq) if seq else None
+
+    def forget_user(self, user: str, shard: int) -> int:
+        return int(self._forget(args=[self.p, user, shard]))
+
+    def record_access(self, user: str, keys: Sequence[int], now: float) -> None:
+        owned = [k for k in keys if self.r.hget(f"{self.p}:m:{k}", "user") == user.encode()]
+        with self.r.pipeline(transaction=False) as pipe:
+            for k in owned:
+                pipe.hincrby(f"{self.p}:m:{k}", "access_count", 1)
+                pipe.hset(f"{self.p}:m:{k}", "last_accessed", repr(now))
+            pipe.execute()
+
+    # ------------------------------------------------------------------ reads
+
+    def _load(self, keys: Sequence[int]) -> list[MemoryRecord]:
+        with self.r.pipeline(transaction=False) as pipe:
+            for k in keys:
+                pipe.hgetall(f"{self.p}:m:{k}")
+            hashes = pipe.execute()
+        return [_record(int(k), h) for k, h in zip(keys, hashes) if h]
+
+    def get(self, user: str, memory_id: str) -> MemoryRecord | None:
+        key = self.r.get(f"{self.p}:id:{memory_id}")
+        if key is None:
+            return None
+        found = self._load([int(key)])
+        return found[0] if found and found[0].user == user else None
+
+    def get_many(self, user: str, keys: Iterable[int]) -> dict[int, MemoryRecord]:
+        return {r.key: r for r in self._load(list(keys)) if r.user == user}
+
+    def _user_keys(self, user: str, after_key: int = 0, limit: int | None = None) -> list[int]:
+        raw = self.r.zrangebyscore(f"{self.p}:u:{user}", f"({after_key}", "+inf",
+                                   start=0 if limit else None, num=limit)  # type: ignore[arg-type]
+        return [int(k) for k in raw]  # type: ignore[union-attr]
+
+    def list(self, user: str, tier: str | None, limit: int, after_key: int | None) -> list[MemoryRecord]:
+        out: list[MemoryRecord] = []
+        cursor = after_key or 0
+        while len(out) < limit:
+            keys = self._user_keys(user, cursor, max(limit, 100))
+            if not keys:
+                break
+            out += [r for r in self._load(keys) if tier is None or r.tier == tier]
+            cursor = keys[-1]
+        return out[:limit]
+
+    def all_records(self, user: str) -> list[MemoryRecord]:
+        return self._load(self._user_keys(user))
+
+    def user_embeddings(self, user: str) -> tuple[np.ndarray, np.ndarray]:
+        keys = self._user_keys(user)
+        if not keys:
+            return empty_embeddings()
+        with self.r.pipeline(transaction=False) as pipe:
+            for k in keys:
+                pipe.hget(f"{self.p}:m:{k}", "embedding")
+            blobs = pipe.execute()
+        pairs = [(k, b) for k, b in zip(keys, blobs) if b is not None]
+        return np.array([k for k, _ in pairs], dtype=np.int64), np.stack([from_blob(b) for _, b in pairs])
+
+    def count(self, user: str) -> int:
+        return int(self.r.zcard(f"{self.p}:u:{user}"))  # type: ignore[arg-type]
+
+    def history(self, user: str, memory_id: str) -> list[HistoryEvent]:
+        events = [json.loads(e) for e in self.r.lrange(f"{self.p}:h:{user}:{memory_id}", 0, -1)]  # type: ignore[union-attr]
+        return [
+            HistoryEvent(memory_id=memory_id, event=e["event"], old_text=e.get("old_text"), new_text=e.get("new_text"),
+                         old_tier=e.get("old_tier"), new_tier=e.get("new_tier"), actor=e["actor"],
+                         at=float(e["at"]), seq=int(e["seq"]))
+            for e in events
+        ]
+
+    def users(self) -> list[str]:
+        return sorted(u.decode() for u in self.r.smembers(f"{self.p}:users"))  # type: ignore[union-attr]
+
+    def _changes(self, log: str, seq: int, limit: int | None, user: str | None) -> list[Change]:
+        entries = self.r.zrangebyscore(log, f"({seq}", "+inf", start=0 if limit else None, num=limit)  # type: ignore[arg-type]
+        parsed = []
+        for entry in entries:  # type: ignore[union-attr]
+            s, op, key, last = entry.decode().split("|", 3)
+            parsed.append((int(s), op, int(key), user if user is not None else last))
+        with self.r.pipeline(transaction=False) as pipe:
+            for _, op, key, _ in parsed:
+                pipe.hget(f"{self.p}:m:{key}", "embedding")
+            blobs = pipe.execute()
+        return [
+            Change(seq=s, user=u, op=op, key=k, embedding=None if blob is None or op != "upsert" else from_blob(blob))  # type: ignore[arg-type]
+            for (s, op, k, u), blob in zip(parsed, blobs)
+        ]
+
+    def changes_since(self, shard: int, seq: int, limit: int = 10_000) -> list[Change]:
+        return self._changes(f"{self.p}:log:{shard}", seq, limit, None)
+
+    def user_changes_since(self, user: str, seq: int) -> list[Change]:
+        return self._changes(f"{self.p}:ulog:{user}", seq, None, user)
+
+    def last_seq(self, shard: int | None = None) -> int:
+        if shard is None:
+            return int(self.r.get(f"{self.p}:seq") or 0)  # type: ignore[arg-type]
+        return self._top(f"{self.p}:log:{shard}")
+
+    def user_version(self, user: str) -> int:
+        return self._top(f"{self.p}:ulog:{user}")
+
+    def _top(self, zset: str) -> int:
+        top = self.r.zrevrange(zset, 0, 0, withscores=True)
+        return int(top[0][1]) if top else 0  # type: ignore[index]
+
+    def close(self) -> None:
+        self.r.close()

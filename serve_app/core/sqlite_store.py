@@ -1,0 +1,305 @@
+"""Embedded MemoryStore: one SQLite file in WAL mode, shared by every process on the node.
+
+Each write is one `BEGIN IMMEDIATE` transaction (writers are serialised, so `seq`
+order is commit order); with `synchronous=FULL` a commit survives power loss. One
+connection per instance guarded by a lock, so it is safe to call from worker threads.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serve_app.core.store import (
+    Change,
+    ChangeOp,
+    HistoryEvent,
+    HistoryEventKind,
+    MemoryPatch,
+    MemoryRecord,
+    NewMemory,
+    as_blob,
+    empty_embeddings,
+    from_blob,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS memories (
+    key            INTEGER PRIMARY KEY AUTOINCREMENT,
+    id             TEXT NOT NULL UNIQUE,
+    user           TEXT NOT NULL,
+    shard          INTEGER NOT NULL,
+    text           TEXT NOT NULL,
+    tier           TEXT NOT NULL,
+    importance     REAL NOT NULL,
+    metadata       TEXT NOT NULL,
+    embedding      BLOB NOT NULL,
+    created_at     REAL NOT NULL,
+    updated_at     REAL NOT NULL,
+    expires_at     REAL,
+    access_count   INTEGER NOT NULL DEFAULT 0,
+    last_accessed  REAL
+);
+CREATE INDEX IF NOT EXISTS memories_user ON memories(user, key);
+CREATE TABLE IF NOT EXISTS changes (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    shard  INTEGER NOT NULL,
+    user   TEXT NOT NULL,
+    op     TEXT NOT NULL,
+    key    INTEGER NOT NULL,
+    ts     REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS changes_shard ON changes(shard, seq);
+CREATE INDEX IF NOT EXISTS changes_user ON changes(user, seq);
+CREATE TABLE IF NOT EXISTS history (
+    hid        INTEGER PRIMARY KEY AUTOINCREMENT,
+    memory_id  TEXT NOT NULL,
+    user       TEXT NOT NULL,
+    event      TEXT NOT NULL,
+    old_text   TEXT,
+    new_text   TEXT,
+    old_tier   TEXT,
+    new_tier   TEXT,
+    actor      TEXT NOT NULL,
+    at         REAL NOT NULL,
+    seq        INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_memory ON history(user, memory_id, hid);
+"""
+
+_COLUMNS = (
+    "key, id, user, text, tier, importance, metadata, created_at, updated_at, expires_at, access_count, last_accessed"
+)
+
+
+def _record(row: Sequence[Any]) -> MemoryRecord:
+    key, mid, user, text, tier, importance, metadata, created, updated, expires, count, accessed = row
+    return MemoryRecord(
+        key=key, id=mid, user=user, text=text, tier=tier, importance=importance,
+        metadata=json.loads(metadata), created_at=created, updated_at=updated,
+        expires_at=expires, access_count=count, last_accessed=accessed,
+    )
+
+
+class SQLiteMemoryStore:
+    def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (uuid.uuid4().hex,))
+            self.store_id: str = self._db.execute("SELECT value FROM meta WHERE name='store_id'").fetchone()[0]
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction: committed on success, rolled back on any error."""
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    @staticmethod
+    def _log(cur: sqlite3.Cursor, shard: int, user: str, op: ChangeOp, key: int, now: float) -> int:
+        cur.execute("INSERT INTO changes (shard, user, op, key, ts) VALUES (?,?,?,?,?)", (shard, user, op, key, now))
+        return int(cur.lastrowid or 0)
+
+    @staticmethod
+    def _history(
+        cur: sqlite3.Cursor, user: str, memory_id: str, event: HistoryEventKind, old: MemoryRecord | None,
+        new_text: str | None, new_tier: str | None, actor: str, now: float, seq: int,
+    ) -> None:
+        cur.execute(
+            "INSERT INTO history (memory_id, user, event, old_text, new_text, old_tier, new_tier, actor, at, seq) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (memory_id, user, event, old.text if old else None, new_text, old.tier if old else None, new_tier,
+             actor, now, seq),
+        )
+
+    # ------------------------------------------------------------------ writes
+
+    def add(self, user: str, shard: int, items: Sequence[NewMemory], actor: str = "api") -> tuple[list[MemoryRecord], int]:
+        now = time.time()
+        records: list[MemoryRecord] = []
+        seq = 0
+        with self._tx() as cur:
+            for item in items:
+                mid = f"mem-{uuid.uuid4().hex}"
+                cur.execute(
+                    "INSERT INTO memories (id, user, shard, text, tier, importance, metadata, embedding, "
+                    "created_at, updated_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (mid, user, shard, item.text, item.tier, item.importance, json.dumps(item.metadata),
+                     as_blob(item.embedding), now, now, item.expires_at),
+                )
+                key = int(cur.lastrowid or 0)
+                seq = self._log(cur, shard, user, "upsert", key, now)
+                self._history(cur, user, mid, "ADD", None, item.text, item.tier, actor, now, seq)
+                records.append(MemoryRecord(
+                    key=key, id=mid, user=user, text=item.text, tier=item.tier, importance=item.importance,
+                    metadata=dict(item.metadata), created_at=now, updated_at=now, expires_at=item.expires_at,
+                    access_count=0, last_accessed=None,
+                ))
+        return records, seq
+
+    def update(
+        self, user: str, shard: int, memory_id: str, patch: MemoryPatch, actor: str = "api",
+        event: HistoryEventKind = "UPDATE",
+    ) -> tuple[MemoryRecord, int] | None:
+        now = time.time()
+        with self._tx() as cur:
+            row = cur.execute(f"SELECT {_COLUMNS} FROM memories WHERE id = ? AND user = ?", (memory_id, user)).fetchone()
+            if row is None:
+                return None
+            old = _record(row)
+            new_tier = patch.tier or old.tier
+            fields: dict[str, Any] = {"updated_at": now, "tier": new_tier}
+            if patch.text is not None:
+                fields["text"] = patch.text
+            if patch.embedding is not None:
+                fields["embedding"] = as_blob(patch.embedding)
+            if patch.importance is not None:
+                fields["importance"] = patch.importance
+            if patch.metadata is not None:
+                fields["metadata"] = json.dumps(patch.metadata)
+            if patch.tier is not None:
+                fields["expires_at"] = patch.expires_at
+            assignments = ", ".join(f"{name} = ?" for name in fields)
+            cur.execute(f"UPDATE memories SET {assignments} WHERE key = ?", (*fields.values(), old.key))
+            seq = self._log(cur, shard, user, "upsert", old.key, now)
+            self._history(cur, user, memory_id, event, old, fields.get("text", old.text), new_tier, actor, now, seq)
+            new = cur.execute(f"SELECT {_COLUMNS} FROM memories WHERE key = ?", (old.key,)).fetchone()
+        return _record(new), seq
+
+    def delete(
+        self, user: str, shard: int, memory_ids: Sequence[str], actor: str = "api", event: HistoryEventKind = "DELETE"
+    ) -> int | None:
+        now = time.time()
+        seq = None
+        with self._tx() as cur:
+            for memory_id in memory_ids:
+                row = cur.execute(f"SELECT {_COLUMNS} FROM memories WHERE id = ? AND user = ?", (memory_id, user)).fetchone()
+                if row is None:
+                    continue
+                old = _record(row)
+                cur.execute("DELETE FROM memories WHERE key = ?", (old.key,))
+                seq = self._log(cur, shard, user, "delete", old.key, now)
+                self._history(cur, user, memory_id, event, old, None, None, actor, now, seq)
+        return seq
+
+    def forget_user(self, user: str, shard: int) -> int:
+        """Remove every record and history row of the user; the log keeps only a
+        `forget` marker (no content), which tells replicas to drop the user's index."""
+        now = time.time()
+        with self._tx() as cur:
+            cur.execute("DELETE FROM memories WHERE user = ?", (user,))
+            cur.execute("DELETE FROM history WHERE user = ?", (user,))
+            cur.execute("DELETE FROM changes WHERE user = ?", (user,))
+            return self._log(cur, shard, user, "forget", 0, now)
+
+    def record_access(self, user: str, keys: Sequence[int], now: float) -> None:
+        """Access statistics are advisory: not logged, they never change `seq`."""
+        if not keys:
+            return
+        with self._lock:
+            self._db.executemany(
+                "UPDATE memories SET access_count = access_count + 1, last_accessed = ? WHERE key = ? AND user = ?",
+                [(now, k, user) for k in keys],
+            )
+
+    # ------------------------------------------------------------------ reads
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def get(self, user: str, memory_id: str) -> MemoryRecord | None:
+        rows = self._query(f"SELECT {_COLUMNS} FROM memories WHERE id = ? AND user = ?", (memory_id, user))
+        return _record(rows[0]) if rows else None
+
+    def get_many(self, user: str, keys: Iterable[int]) -> dict[int, MemoryRecord]:
+        keys = list(keys)
+        if not keys:
+            return {}
+        marks = ",".join("?" * len(keys))
+        rows = self._query(f"SELECT {_COLUMNS} FROM memories WHERE user = ? AND key IN ({marks})", (user, *keys))
+        return {r.key: r for r in map(_record, rows)}
+
+    def list(self, user: str, tier: str | None, limit: int, after_key: int | None) -> list[MemoryRecord]:
+        sql = f"SELECT {_COLUMNS} FROM memories WHERE user = ? AND key > ?"
+        args: list[Any] = [user, after_key or 0]
+        if tier is not None:
+            sql += " AND tier = ?"
+            args.append(tier)
+        return [_record(r) for r in self._query(sql + " ORDER BY key LIMIT ?", [*args, limit])]
+
+    def all_records(self, user: str) -> list[MemoryRecord]:
+        return [_record(r) for r in self._query(f"SELECT {_COLUMNS} FROM memories WHERE user = ? ORDER BY key", (user,))]
+
+    def user_embeddings(self, user: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = self._query("SELECT key, embedding FROM memories WHERE user = ? ORDER BY key", (user,))
+        if not rows:
+            return empty_embeddings()
+        keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return keys, np.stack([from_blob(r[1]) for r in rows])
+
+    def count(self, user: str) -> int:
+        return int(self._query("SELECT COUNT(*) FROM memories WHERE user = ?", (user,))[0][0])
+
+    def history(self, user: str, memory_id: str) -> list[HistoryEvent]:
+        rows = self._query(
+            "SELECT memory_id, event, old_text, new_text, old_tier, new_tier, actor, at, seq FROM history "
+            "WHERE user = ? AND memory_id = ? ORDER BY hid", (user, memory_id),
+        )
+        return [HistoryEvent(*row) for row in rows]
+
+    def users(self) -> list[str]:
+        return [r[0] for r in self._query("SELECT DISTINCT user FROM memories")]
+
+    def _changes(self, where: str, args: Sequence[Any], limit: int | None = None) -> list[Change]:
+        sql = (
+            "SELECT c.seq, c.user, c.op, c.key, m.embedding FROM changes c "
+            f"LEFT JOIN memories m ON m.key = c.key WHERE {where} ORDER BY c.seq"
+        )
+        if limit is not None:
+            sql, args = sql + " LIMIT ?", [*args, limit]
+        return [
+            Change(seq=s, user=u, op=op, key=k, embedding=None if blob is None else from_blob(blob))
+            for s, u, op, k, blob in self._query(sql, args)
+        ]
+
+    def changes_since(self, shard: int, seq: int, limit: int = 10_000) -> list[Change]:
+        return self._changes("c.shard = ? AND c.seq > ?", (shard, seq), limit)
+
+    def user_changes_since(self, user: str, seq: int) -> list[Change]:
+        return self._changes("c.user = ? AND c.seq > ?", (user, seq))
+
+    def last_seq(self, shard: int | None = None) -> int:
+        if shard is None:
+            return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM changes")[0][0])
+        return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM changes WHERE shard = ?", (shard,))[0][0])
+
+    def user_version(self, user: str) -> int:
+        return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM changes WHERE user = ?", (user,))[0][0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
