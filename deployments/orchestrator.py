@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from serve_app.api import build_runtime, create_app
 from serve_app.core.index import shard_for
+from serve_app.core.retrieval import SearchFilters
 from serve_app.generation import GenerationChunk, GenerationRequest
 from serve_app.memory_service import MemoryService
 from serve_app.settings import AppSettings
@@ -43,12 +44,12 @@ class HandleServices:
         user: str,
         query: np.ndarray,
         k: int,
-        tiers: list[str] | None = None,
+        filters: SearchFilters | None = None,
         min_seq: int | None = None,
-        min_similarity: float = -1.0,
+        query_text: str | None = None,
     ) -> list[dict[str, Any]]:
         shard = self.shards[shard_for(user, len(self.shards))]
-        return await shard.search.remote(user, query, k, tiers, min_seq, min_similarity)
+        return await shard.search.remote(user, query, k, filters, min_seq, query_text)
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         return self.llm.generate.remote(request)

@@ -138,7 +138,7 @@ def create_app(rt: Runtime) -> FastAPI:
 
     @app.post("/v1/memories/search", response_model=SearchMemoriesResponse)
     async def search_memories(body: SearchMemoriesRequest, rt: RuntimeDep) -> SearchMemoriesResponse:
-        results = await rt.memory.search(body.user, body.query, body.k, list(body.tiers or []) or None, body.min_seq)
+        results = await rt.memory.search(body)
         return SearchMemoriesResponse(results=results)
 
     @app.get("/v1/memories", response_model=MemoryList)

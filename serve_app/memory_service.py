@@ -12,7 +12,8 @@ import numpy as np
 from serve_app.core.index import shard_for
 from serve_app.core.store import MemoryRecord, MemoryStore, NewMemory
 from serve_app.core.tiers import TierPolicy, expires_at
-from serve_app.protocol import MemoryIn, MemoryRecordOut, SearchResult
+from serve_app.core.retrieval import SearchFilters
+from serve_app.protocol import MemoryIn, MemoryRecordOut, SearchMemoriesRequest, SearchResult
 from serve_app.services import Services
 
 
@@ -52,11 +53,15 @@ class MemoryService:
         records, seq = await asyncio.to_thread(self.store.add, user, self.shard(user), new)
         return [r.id for r in records], seq
 
-    async def search(
-        self, user: str, query: str, k: int, tiers: list[str] | None = None, min_seq: int | None = None
-    ) -> list[SearchResult]:
-        vector = (await self.services.embed([query]))[0]
-        hits = await self.services.search_memories(user, vector, k, tiers=tiers, min_seq=min_seq)
+    async def search(self, request: SearchMemoriesRequest) -> list[SearchResult]:
+        vector = (await self.services.embed([request.query]))[0]
+        filters = SearchFilters(
+            tiers=request.tiers, metadata=request.filters.metadata,
+            created_after=request.filters.created_after, created_before=request.filters.created_before,
+        )
+        hits = await self.services.search_memories(
+            request.user, vector, request.k, filters, min_seq=request.min_seq, query_text=request.query
+        )
         return [SearchResult(**{f: h[f] for f in SearchResult.model_fields}) for h in hits]
 
     async def get(self, user: str, memory_id: str) -> MemoryRecordOut | None:

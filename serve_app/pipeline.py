@@ -20,6 +20,7 @@ import numpy as np
 
 from serve_app.core.prompt import build_messages
 from serve_app.core.response_cache import cache_key
+from serve_app.core.retrieval import SearchFilters
 from serve_app.generation import GenerationChunk, GenerationRequest, GenerationResult
 from serve_app.memory_service import MemoryService
 from serve_app.protocol import ChatCompletionRequest, CompletionRequest, MemoryIn, MemoryUsed, MemserveInfo
@@ -118,7 +119,9 @@ class ChatPipeline:
                 p,
                 "memory_search",
                 self.services.search_memories(
-                    user, p.query_vector, k, tiers=opts.tiers, min_similarity=self.settings.memory.min_similarity
+                    user, p.query_vector, k,
+                    SearchFilters(tiers=opts.tiers, min_similarity=self.settings.memory.min_similarity),
+                    query_text=query,
                 ),
                 server.search_timeout_s,
             )

@@ -329,11 +329,18 @@ class AddMemoriesResponse(BaseModel):
     seq: int
 
 
+class MemoryFilters(OpenAIModel):
+    metadata: dict[str, Any] = Field(default_factory=dict, description="equality on each key")
+    created_after: float | None = None
+    created_before: float | None = None
+
+
 class SearchMemoriesRequest(OpenAIModel):
     user: str = Field(min_length=1, max_length=MAX_USER_CHARS)
     query: str = Field(min_length=1)
     k: int = Field(default=5, ge=1, le=MAX_K)
     tiers: list[Tier] | None = None
+    filters: MemoryFilters = Field(default_factory=MemoryFilters)
     min_seq: int | None = Field(default=None, ge=0)
 
 

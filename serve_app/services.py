@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from serve_app.core.retrieval import SearchFilters
 from serve_app.generation import GenerationChunk, GenerationRequest
 
 
@@ -24,9 +25,9 @@ class Services(Protocol):
         user: str,
         query: np.ndarray,
         k: int,
-        tiers: list[str] | None = None,
+        filters: SearchFilters | None = None,
         min_seq: int | None = None,
-        min_similarity: float = -1.0,
+        query_text: str | None = None,
     ) -> list[dict[str, Any]]: ...
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]: ...

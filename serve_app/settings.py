@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_app.core.scoring import ScoringSettings
 from serve_app.core.store import MemoryStore
 from serve_app.core.stores import open_store
 from serve_app.core.tiers import TierPolicy, default_tier_policies
@@ -66,6 +67,8 @@ class StoreSettings(_Section):
 class VectorSearchSettings(_Section):
     num_shards: int = Field(default=2, ge=1, le=64)
     max_loaded_users: int = Field(default=50, ge=1)
+    # Changed user indexes are snapshotted this often (and when evicted); 0 turns snapshots off.
+    snapshot_interval_s: float = Field(default=30.0, ge=0)
 
 
 class CacheSettings(_Section):
@@ -83,6 +86,7 @@ class MemorySettings(_Section):
     write_back_tier: str = "short_term"
     max_text_chars: int = 8_000
     tiers: dict[str, TierPolicy] = Field(default_factory=default_tier_policies)
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
 
 
 class ServerSettings(_Section):

@@ -18,7 +18,7 @@ import numpy as np
 
 from serve_app.core.index import ShardIndex, shard_for
 from serve_app.core.response_cache import ResponseCache
-from serve_app.core.retrieval import search_user_memories
+from serve_app.core.retrieval import SearchFilters, as_result, search_user_memories
 from serve_app.core.sqlite_store import SQLiteMemoryStore
 from serve_app.generation import GenerationChunk, GenerationRequest, PromptTooLongError
 
@@ -51,18 +51,13 @@ class FakeServices:
         return sum(len(t.split()) for t in texts)
 
     async def search_memories(
-        self, user: str, query: np.ndarray, k: int, tiers: list[str] | None = None,
-        min_seq: int | None = None, min_similarity: float = -1.0,
+        self, user: str, query: np.ndarray, k: int, filters: SearchFilters | None = None,
+        min_seq: int | None = None, query_text: str | None = None,
     ) -> list[dict[str, Any]]:
         if self.fail_search:
             raise RuntimeError("shard down")
         shard = self.shards[shard_for(user, len(self.shards))]
-        found = search_user_memories(shard, user, query, k, time.time(), tiers, min_similarity)
-        return [
-            {"id": m.record.id, "text": m.record.text, "score": m.score, "similarity": m.similarity,
-             "tier": m.record.tier, "metadata": m.record.metadata, "created_at": m.record.created_at}
-            for m in found
-        ]
+        return [as_result(m) for m in search_user_memories(shard, user, query, k, time.time(), filters, query_text)]
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         self.generations += 1

@@ -30,7 +30,7 @@ from serve_app.core.store import (
     MemoryRecord,
     NewMemory,
     as_blob,
-    empty_embeddings,
+    empty_index_data,
     from_blob,
 )
 
@@ -253,16 +253,17 @@ class RedisMemoryStore:
     def all_records(self, user: str) -> list[MemoryRecord]:
         return self._load(self._user_keys(user))
 
-    def user_embeddings(self, user: str) -> tuple[np.ndarray, np.ndarray]:
+    def user_index_data(self, user: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
         keys = self._user_keys(user)
         if not keys:
-            return empty_embeddings()
+            return empty_index_data()
         with self.r.pipeline(transaction=False) as pipe:
             for k in keys:
-                pipe.hget(f"{self.p}:m:{k}", "embedding")
-            blobs = pipe.execute()
-        pairs = [(k, b) for k, b in zip(keys, blobs) if b is not None]
-        return np.array([k for k, _ in pairs], dtype=np.int64), np.stack([from_blob(b) for _, b in pairs])
+                pipe.hmget(f"{self.p}:m:{k}", "embedding", "text")
+            rows = pipe.execute()
+        found = [(k, blob, text) for k, (blob, text) in zip(keys, rows) if blob is not None]
+        return (np.array([k for k, _, _ in found], dtype=np.int64), np.stack([from_blob(b) for _, b, _ in found]),
+                [t.decode() for _, _, t in found])
 
     def count(self, user: str) -> int:
         return int(self.r.zcard(f"{self.p}:u:{user}"))  # type: ignore[arg-type]
@@ -287,11 +288,12 @@ class RedisMemoryStore:
             parsed.append((int(s), op, int(key), user if user is not None else last))
         with self.r.pipeline(transaction=False) as pipe:
             for _, op, key, _ in parsed:
-                pipe.hget(f"{self.p}:m:{key}", "embedding")
-            blobs = pipe.execute()
+                pipe.hmget(f"{self.p}:m:{key}", "embedding", "text")
+            rows = pipe.execute()
         return [
-            Change(seq=s, user=u, op=op, key=k, embedding=None if blob is None or op != "upsert" else from_blob(blob))  # type: ignore[arg-type]
-            for (s, op, k, u), blob in zip(parsed, blobs)
+            Change(seq=s, user=u, op=op, key=k,  # type: ignore[arg-type]
+                   embedding=None if blob is None or op != "upsert" else from_blob(blob), text=_s(text))
+            for (s, op, k, u), (blob, text) in zip(parsed, rows)
         ]
 
     def changes_since(self, shard: int, seq: int, limit: int = 10_000) -> list[Change]:

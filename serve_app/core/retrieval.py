@@ -1,18 +1,44 @@
-"""Memory retrieval on one shard: FAISS candidates, then store records, filters and scores."""
+"""Memory retrieval on one shard: candidates from the user's indexes, then the store's
+records, filters and the final score."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from serve_app.core.index import ShardIndex
+from serve_app.core.scoring import ScoringSettings, memory_score
 from serve_app.core.store import MemoryRecord
 
-# FAISS returns candidates by similarity alone; filters (tier, expiry) and re-scoring can
-# drop or reorder some, so ask for more than k.
+# Filters and re-scoring drop or reorder candidates, so ask the indexes for more than k.
 OVERFETCH = 4
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    tiers: Collection[str] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)  # equality on each key
+    created_after: float | None = None
+    created_before: float | None = None
+    min_similarity: float = -1.0
+
+    def accepts(self, record: MemoryRecord, similarity: float, now: float) -> bool:
+        if record.expired(now) or similarity < self.min_similarity:
+            return False
+        if self.tiers and record.tier not in self.tiers:
+            return False
+        if self.created_after is not None and record.created_at < self.created_after:
+            return False
+        if self.created_before is not None and record.created_at > self.created_before:
+            return False
+        return all(record.metadata.get(k) == v for k, v in self.metadata.items())
+
+    @property
+    def selective(self) -> bool:
+        return bool(self.tiers or self.metadata or self.created_after or self.created_before)
 
 
 @dataclass(frozen=True)
@@ -28,20 +54,37 @@ def search_user_memories(
     query: np.ndarray,
     k: int,
     now: float,
-    tiers: Collection[str] | None = None,
-    min_similarity: float = -1.0,
+    filters: SearchFilters | None = None,
+    query_text: str | None = None,
+    scoring: ScoringSettings | None = None,
 ) -> list[ScoredMemory]:
-    hits = index.search(user, query, k * OVERFETCH)
-    records = index.store.get_many(user, (h.key for h in hits))
-    found: list[ScoredMemory] = []
-    for hit in hits:
-        record = records.get(hit.key)
-        if record is None or record.expired(now) or hit.similarity < min_similarity:
-            continue
-        if tiers and record.tier not in tiers:
-            continue
-        found.append(ScoredMemory(record, hit.similarity, hit.similarity))
+    filters = filters or SearchFilters()
+    scoring = scoring or ScoringSettings()
+    text = query_text if scoring.hybrid else None
+    fetch = k * OVERFETCH
+    while True:
+        hits = index.search(user, query, fetch, text)
+        records = index.store.get_many(user, (h.key for h in hits))
+        found = [
+            ScoredMemory(records[h.key], h.similarity, memory_score(h.fused, records[h.key], now, scoring))
+            for h in hits
+            if h.key in records and filters.accepts(records[h.key], h.similarity, now)
+        ]
+        # A selective filter may have discarded most candidates: widen the net.
+        exhausted = fetch >= len(index.user(user))
+        if len(found) >= k or exhausted or not filters.selective:
+            break
+        fetch *= 4
     found.sort(key=lambda m: m.score, reverse=True)
     chosen = found[:k]
     index.store.record_access(user, [m.record.key for m in chosen], now)
     return chosen
+
+
+def as_result(m: ScoredMemory) -> dict[str, Any]:
+    """The wire form a shard returns for one memory."""
+    r = m.record
+    return {
+        "id": r.id, "text": r.text, "score": m.score, "similarity": m.similarity, "tier": r.tier,
+        "metadata": r.metadata, "created_at": r.created_at,
+    }

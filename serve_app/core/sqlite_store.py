@@ -28,7 +28,7 @@ from serve_app.core.store import (
     MemoryRecord,
     NewMemory,
     as_blob,
-    empty_embeddings,
+    empty_index_data,
     from_blob,
 )
 
@@ -254,12 +254,13 @@ class SQLiteMemoryStore:
     def all_records(self, user: str) -> list[MemoryRecord]:
         return [_record(r) for r in self._query(f"SELECT {_COLUMNS} FROM memories WHERE user = ? ORDER BY key", (user,))]
 
-    def user_embeddings(self, user: str) -> tuple[np.ndarray, np.ndarray]:
-        rows = self._query("SELECT key, embedding FROM memories WHERE user = ? ORDER BY key", (user,))
+    def user_index_data(self, user: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Keys, vectors and texts of every memory of the user: what an index is built from."""
+        rows = self._query("SELECT key, embedding, text FROM memories WHERE user = ? ORDER BY key", (user,))
         if not rows:
-            return empty_embeddings()
+            return empty_index_data()
         keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        return keys, np.stack([from_blob(r[1]) for r in rows])
+        return keys, np.stack([from_blob(r[1]) for r in rows]), [r[2] for r in rows]
 
     def count(self, user: str) -> int:
         return int(self._query("SELECT COUNT(*) FROM memories WHERE user = ?", (user,))[0][0])
@@ -276,14 +277,14 @@ class SQLiteMemoryStore:
 
     def _changes(self, where: str, args: Sequence[Any], limit: int | None = None) -> list[Change]:
         sql = (
-            "SELECT c.seq, c.user, c.op, c.key, m.embedding FROM changes c "
+            "SELECT c.seq, c.user, c.op, c.key, m.embedding, m.text FROM changes c "
             f"LEFT JOIN memories m ON m.key = c.key WHERE {where} ORDER BY c.seq"
         )
         if limit is not None:
             sql, args = sql + " LIMIT ?", [*args, limit]
         return [
-            Change(seq=s, user=u, op=op, key=k, embedding=None if blob is None else from_blob(blob))
-            for s, u, op, k, blob in self._query(sql, args)
+            Change(seq=s, user=u, op=op, key=k, embedding=None if blob is None else from_blob(blob), text=text)
+            for s, u, op, k, blob, text in self._query(sql, args)
         ]
 
     def changes_since(self, shard: int, seq: int, limit: int = 10_000) -> list[Change]:

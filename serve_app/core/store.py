@@ -63,13 +63,15 @@ class MemoryRecord:
 
 @dataclass(frozen=True)
 class Change:
-    """One change-log entry; `embedding` is None for deletes (or rows deleted since)."""
+    """One change-log entry. For an upsert, `embedding` and `text` are the row's current
+    values; None means a delete, a forget, or a row deleted since."""
 
     seq: int
     user: str
     op: ChangeOp
     key: int
     embedding: np.ndarray | None
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ class MemoryStore(Protocol):
     def get_many(self, user: str, keys: Iterable[int]) -> dict[int, MemoryRecord]: ...
     def list(self, user: str, tier: str | None, limit: int, after_key: int | None) -> list[MemoryRecord]: ...
     def all_records(self, user: str) -> list[MemoryRecord]: ...
-    def user_embeddings(self, user: str) -> tuple[np.ndarray, np.ndarray]: ...
+    def user_index_data(self, user: str) -> tuple[np.ndarray, np.ndarray, list[str]]: ...
     def count(self, user: str) -> int: ...
     def history(self, user: str, memory_id: str) -> list[HistoryEvent]: ...
     def users(self) -> list[str]: ...
@@ -115,8 +117,8 @@ class MemoryStore(Protocol):
     def close(self) -> None: ...
 
 
-def empty_embeddings() -> tuple[np.ndarray, np.ndarray]:
-    return np.empty(0, dtype=np.int64), np.empty((0, 0), dtype=np.float32)
+def empty_index_data() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    return np.empty(0, dtype=np.int64), np.empty((0, 0), dtype=np.float32), []
 
 
 def as_blob(vector: np.ndarray) -> bytes:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from serve_app.core.index import ShardIndex, shard_for
-from serve_app.core.retrieval import search_user_memories
+from serve_app.core.retrieval import SearchFilters, search_user_memories
 from serve_app.core.sqlite_store import SQLiteMemoryStore
 from tests.unit.test_store import mem, vec
 
@@ -68,7 +68,31 @@ def test_filters_expired_and_tiers(tmp_path: Path) -> None:
     index = ShardIndex(store, 0, 8, 10)
     now_texts = [m.record.text for m in search_user_memories(index, "alice", vec(1), 5, now=100.0)]
     assert "old" not in now_texts and set(now_texts) == {"work", "fact"}
-    working = search_user_memories(index, "alice", vec(1), 5, now=0.0, tiers=["working"])
+    working = search_user_memories(index, "alice", vec(1), 5, now=0.0, filters=SearchFilters(tiers=["working"]))
     assert [m.record.text for m in working] == ["work"]
-    strict = search_user_memories(index, "alice", vec(1), 5, now=0.0, min_similarity=0.99)
+    strict = search_user_memories(index, "alice", vec(1), 5, now=0.0, filters=SearchFilters(min_similarity=0.99))
     assert [m.record.text for m in strict] == ["old"]
+
+
+def test_hybrid_search_finds_exact_names_dense_misses(tmp_path: Path) -> None:
+    store = SQLiteMemoryStore(tmp_path / "m.sqlite3")
+    # The named memory's vector points away from the query; only BM25 can find it.
+    records, _ = store.add("alice", 0, [mem("my neighbour Zebulon fixes bikes", 40)] +
+                           [mem(f"filler memory {i}", i) for i in range(30)])
+    index = ShardIndex(store, 0, 8, 10)
+    dense_only = search_user_memories(index, "alice", vec(1), 3, now=0.0)
+    assert records[0].id not in [m.record.id for m in dense_only]
+    hybrid = search_user_memories(index, "alice", vec(1), 3, now=0.0, query_text="who is Zebulon?")
+    assert records[0].id in [m.record.id for m in hybrid]
+
+
+def test_metadata_and_time_filters(tmp_path: Path) -> None:
+    store = SQLiteMemoryStore(tmp_path / "m.sqlite3")
+    store.add("alice", 0, [mem("a", 1, metadata={"topic": "food"}), mem("b", 2, metadata={"topic": "work"})])
+    index = ShardIndex(store, 0, 8, 10)
+    food = search_user_memories(index, "alice", vec(2), 5, 0.0, filters=SearchFilters(metadata={"topic": "food"}))
+    assert [m.record.text for m in food] == ["a"]
+    future = search_user_memories(index, "alice", vec(2), 5, 0.0, filters=SearchFilters(created_after=2e9))
+    assert future == []
+    past = search_user_memories(index, "alice", vec(2), 5, 0.0, filters=SearchFilters(created_before=2e9))
+    assert len(past) == 2

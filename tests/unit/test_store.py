@@ -58,8 +58,8 @@ def test_written_data_survives_reopen(make_store: StoreFactory) -> None:
     reopened = make_store()
     got = reopened.get("alice", records[0].id)
     assert got is not None and got.text == "keep me" and got.metadata == {"k": [1, "x"]}
-    keys, vectors = reopened.user_embeddings("alice")
-    assert list(keys) == [records[0].key]
+    keys, vectors, texts = reopened.user_index_data("alice")
+    assert list(keys) == [records[0].key] and texts == ["keep me"]
     np.testing.assert_allclose(vectors[0], vec(5))
     assert make_store().store_id == reopened.store_id
 
@@ -84,7 +84,7 @@ def test_update_logs_and_keeps_history(store: MemoryStore) -> None:
     assert useq > seq
     assert (updated.text, updated.importance, updated.tier, updated.expires_at) == ("likes green tea", 0.9, "semantic", None)
     change = store.changes_since(0, seq)[0]
-    assert change.op == "upsert" and change.key == records[0].key
+    assert change.op == "upsert" and change.key == records[0].key and change.text == "likes green tea"
     np.testing.assert_allclose(change.embedding, vec(9))  # type: ignore[arg-type]
     history = store.history("alice", records[0].id)
     assert [(h.event, h.old_text, h.new_text) for h in history] == [
@@ -99,7 +99,7 @@ def test_delete_logs_a_change_and_removes_record(store: MemoryStore) -> None:
     assert store.get("alice", records[0].id) is None and store.count("alice") == 0
     changes = store.changes_since(1, 0)
     assert [(c.op, c.key) for c in changes] == [("upsert", records[0].key), ("delete", records[0].key)]
-    assert changes[0].embedding is None  # the row is gone: the log hands out no vector for it
+    assert changes[0].embedding is None and changes[0].text is None  # the row is gone
     assert [h.event for h in store.history("alice", records[0].id)] == ["ADD", "DELETE"]
     assert store.delete("alice", 1, [records[0].id]) is None
 
