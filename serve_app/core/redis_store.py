@@ -65,20 +65,26 @@ return out
 """
 
 _UPDATE = _LOG + """
-local p, user, shard, id, now, actor, event, fields, emb = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local key = redis.call('GET', p..':id:'..id)
-if not key then return false end
-local h = p..':m:'..key
-if redis.call('HGET', h, 'user') ~= user then return false end
-local old_text, old_tier = redis.call('HGET', h, 'text'), redis.call('HGET', h, 'tier')
-for name, value in pairs(cjson.decode(fields)) do redis.call('HSET', h, name, value) end
-if emb ~= '' then redis.call('HSET', h, 'embedding', emb) end
-redis.call('HSET', h, 'updated_at', now)
-local seq = redis.call('INCR', p..':seq')
-log(p, shard, user, 'upsert', key, seq)
-redis.call('RPUSH', p..':h:'..user..':'..id, cjson.encode({event=event, old_text=old_text, old_tier=old_tier,
-  new_text=redis.call('HGET', h, 'text'), new_tier=redis.call('HGET', h, 'tier'), actor=actor, at=now, seq=seq}))
-return {tonumber(key), seq}
+local p, user, shard, now, actor, event = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local out, seq = {}, 0
+for i = 7, #ARGV, 3 do
+  local id, fields, emb = ARGV[i], ARGV[i+1], ARGV[i+2]
+  local key = redis.call('GET', p..':id:'..id)
+  local h = key and (p..':m:'..key)
+  if key and redis.call('HGET', h, 'user') == user then
+    local old_text, old_tier = redis.call('HGET', h, 'text'), redis.call('HGET', h, 'tier')
+    for name, value in pairs(cjson.decode(fields)) do redis.call('HSET', h, name, value) end
+    if emb ~= '' then redis.call('HSET', h, 'embedding', emb) end
+    redis.call('HSET', h, 'updated_at', now)
+    seq = redis.call('INCR', p..':seq')
+    log(p, shard, user, 'upsert', key, seq)
+    redis.call('RPUSH', p..':h:'..user..':'..id, cjson.encode({event=event, old_text=old_text, old_tier=old_tier,
+      new_text=redis.call('HGET', h, 'text'), new_tier=redis.call('HGET', h, 'tier'), actor=actor, at=now, seq=seq}))
+    out[#out + 1] = tonumber(key)
+  end
+end
+out[#out + 1] = seq
+return out
 """
 
 _DELETE = _LOG + """
@@ -147,6 +153,21 @@ def _num(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
 
+def _patch_fields(patch: MemoryPatch) -> dict[str, str]:
+    """Hash fields to set, all as strings (Lua would round numbers to 14 digits)."""
+    fields: dict[str, str] = {}
+    if patch.text is not None:
+        fields["text"] = patch.text
+    if patch.importance is not None:
+        fields["importance"] = repr(float(patch.importance))
+    if patch.metadata is not None:
+        fields["metadata"] = json.dumps(patch.metadata)
+    if patch.tier is not None:
+        fields["tier"] = patch.tier
+        fields["expires_at"] = _num(patch.expires_at)
+    return fields
+
+
 class RedisMemoryStore:
     def __init__(self, url: str, prefix: str = "memserve") -> None:
         self.r = redis.Redis.from_url(url)
@@ -177,26 +198,15 @@ class RedisMemoryStore:
         return records, int(seq)
 
     def update(
-        self, user: str, shard: int, memory_id: str, patch: MemoryPatch, actor: str = "api",
+        self, user: str, shard: int, patches: Sequence[tuple[str, MemoryPatch]], actor: str = "api",
         event: HistoryEventKind = "UPDATE",
-    ) -> tuple[MemoryRecord, int] | None:
-        fields: dict[str, str] = {}
-        if patch.text is not None:
-            fields["text"] = patch.text
-        if patch.importance is not None:
-            fields["importance"] = repr(patch.importance)
-        if patch.metadata is not None:
-            fields["metadata"] = json.dumps(patch.metadata)
-        if patch.tier is not None:
-            fields["tier"] = patch.tier
-            fields["expires_at"] = _num(patch.expires_at)
-        embedding = b"" if patch.embedding is None else as_blob(patch.embedding)
-        result = self._update(args=[self.p, user, shard, memory_id, repr(time.time()), actor, event,
-                                    json.dumps(fields) if fields else "{}", embedding])
-        if not result:
-            return None
-        key, seq = int(result[0]), int(result[1])
-        return _record(key, self.r.hgetall(f"{self.p}:m:{key}")), seq  # type: ignore[arg-type]
+    ) -> tuple[list[MemoryRecord], int]:
+        args: list[Any] = [self.p, user, shard, repr(time.time()), actor, event]
+        for memory_id, patch in patches:
+            args += [memory_id, json.dumps(_patch_fields(patch)) or "{}",
+                     b"" if patch.embedding is None else as_blob(patch.embedding)]
+        *keys, seq = self._update(args=args)
+        return self._load([int(k) for k in keys]), int(seq)
 
     def delete(
         self, user: str, shard: int, memory_ids: Sequence[str], actor: str = "api", event: HistoryEventKind = "DELETE"
@@ -267,6 +277,18 @@ class RedisMemoryStore:
 
     def count(self, user: str) -> int:
         return int(self.r.zcard(f"{self.p}:u:{user}"))  # type: ignore[arg-type]
+
+    def tier_counts(self, user: str) -> dict[str, int]:
+        keys = self._user_keys(user)
+        with self.r.pipeline(transaction=False) as pipe:
+            for k in keys:
+                pipe.hget(f"{self.p}:m:{k}", "tier")
+            tiers = pipe.execute()
+        counts: dict[str, int] = {}
+        for tier in tiers:
+            if tier is not None:
+                counts[tier.decode()] = counts.get(tier.decode(), 0) + 1
+        return counts
 
     def history(self, user: str, memory_id: str) -> list[HistoryEvent]:
         events = [json.loads(e) for e in self.r.lrange(f"{self.p}:h:{user}:{memory_id}", 0, -1)]  # type: ignore[union-attr]

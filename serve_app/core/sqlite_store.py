@@ -91,6 +91,22 @@ def _record(row: Sequence[Any]) -> MemoryRecord:
     )
 
 
+def _patch_fields(patch: MemoryPatch, now: float) -> dict[str, Any]:
+    fields: dict[str, Any] = {"updated_at": now}
+    if patch.text is not None:
+        fields["text"] = patch.text
+    if patch.embedding is not None:
+        fields["embedding"] = as_blob(patch.embedding)
+    if patch.importance is not None:
+        fields["importance"] = patch.importance
+    if patch.metadata is not None:
+        fields["metadata"] = json.dumps(patch.metadata)
+    if patch.tier is not None:
+        fields["tier"] = patch.tier
+        fields["expires_at"] = patch.expires_at
+    return fields
+
+
 class SQLiteMemoryStore:
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
         self.path = Path(path)
@@ -161,33 +177,28 @@ class SQLiteMemoryStore:
         return records, seq
 
     def update(
-        self, user: str, shard: int, memory_id: str, patch: MemoryPatch, actor: str = "api",
+        self, user: str, shard: int, patches: Sequence[tuple[str, MemoryPatch]], actor: str = "api",
         event: HistoryEventKind = "UPDATE",
-    ) -> tuple[MemoryRecord, int] | None:
+    ) -> tuple[list[MemoryRecord], int]:
+        """Apply patches to the user's memories in one transaction; unknown ids (and other
+        users' ids) are skipped. Returns the updated records and the last seq (0 if none)."""
         now = time.time()
+        updated: list[MemoryRecord] = []
+        seq = 0
         with self._tx() as cur:
-            row = cur.execute(f"SELECT {_COLUMNS} FROM memories WHERE id = ? AND user = ?", (memory_id, user)).fetchone()
-            if row is None:
-                return None
-            old = _record(row)
-            new_tier = patch.tier or old.tier
-            fields: dict[str, Any] = {"updated_at": now, "tier": new_tier}
-            if patch.text is not None:
-                fields["text"] = patch.text
-            if patch.embedding is not None:
-                fields["embedding"] = as_blob(patch.embedding)
-            if patch.importance is not None:
-                fields["importance"] = patch.importance
-            if patch.metadata is not None:
-                fields["metadata"] = json.dumps(patch.metadata)
-            if patch.tier is not None:
-                fields["expires_at"] = patch.expires_at
-            assignments = ", ".join(f"{name} = ?" for name in fields)
-            cur.execute(f"UPDATE memories SET {assignments} WHERE key = ?", (*fields.values(), old.key))
-            seq = self._log(cur, shard, user, "upsert", old.key, now)
-            self._history(cur, user, memory_id, event, old, fields.get("text", old.text), new_tier, actor, now, seq)
-            new = cur.execute(f"SELECT {_COLUMNS} FROM memories WHERE key = ?", (old.key,)).fetchone()
-        return _record(new), seq
+            for memory_id, patch in patches:
+                row = cur.execute(f"SELECT {_COLUMNS} FROM memories WHERE id = ? AND user = ?", (memory_id, user)).fetchone()
+                if row is None:
+                    continue
+                old = _record(row)
+                fields = _patch_fields(patch, now)
+                assignments = ", ".join(f"{name} = ?" for name in fields)
+                cur.execute(f"UPDATE memories SET {assignments} WHERE key = ?", (*fields.values(), old.key))
+                seq = self._log(cur, shard, user, "upsert", old.key, now)
+                self._history(cur, user, memory_id, event, old, fields.get("text", old.text),
+                              fields.get("tier", old.tier), actor, now, seq)
+                updated.append(_record(cur.execute(f"SELECT {_COLUMNS} FROM memories WHERE key = ?", (old.key,)).fetchone()))
+        return updated, seq
 
     def delete(
         self, user: str, shard: int, memory_ids: Sequence[str], actor: str = "api", event: HistoryEventKind = "DELETE"
@@ -264,6 +275,9 @@ class SQLiteMemoryStore:
 
     def count(self, user: str) -> int:
         return int(self._query("SELECT COUNT(*) FROM memories WHERE user = ?", (user,))[0][0])
+
+    def tier_counts(self, user: str) -> dict[str, int]:
+        return dict(self._query("SELECT tier, COUNT(*) FROM memories WHERE user = ? GROUP BY tier", (user,)))
 
     def history(self, user: str, memory_id: str) -> list[HistoryEvent]:
         rows = self._query(

@@ -70,17 +70,17 @@ def test_users_never_see_each_other(store: MemoryStore) -> None:
     assert store.list("bob", None, 10, None) == []
     assert store.get_many("bob", [records[0].key]) == {}
     assert store.delete("bob", 0, [records[0].id]) is None
-    assert store.update("bob", 0, records[0].id, MemoryPatch(text="stolen")) is None
+    assert store.update("bob", 0, [(records[0].id, MemoryPatch(text="stolen"))]) == ([], 0)
     assert store.history("bob", records[0].id) == []
     assert store.get("alice", records[0].id).text == "alice's secret"  # type: ignore[union-attr]
 
 
 def test_update_logs_and_keeps_history(store: MemoryStore) -> None:
     records, seq = store.add("alice", 0, [mem("likes tea", 1)])
-    updated, useq = store.update(
-        "alice", 0, records[0].id, MemoryPatch(text="likes green tea", embedding=vec(9), importance=0.9,
-                                               tier="semantic", expires_at=None), actor="tester",
-    )  # type: ignore[misc]
+    [updated], useq = store.update(
+        "alice", 0, [(records[0].id, MemoryPatch(text="likes green tea", embedding=vec(9), importance=0.9,
+                                                 tier="semantic", expires_at=None))], actor="tester",
+    )
     assert useq > seq
     assert (updated.text, updated.importance, updated.tier, updated.expires_at) == ("likes green tea", 0.9, "semantic", None)
     change = store.changes_since(0, seq)[0]
@@ -144,3 +144,14 @@ def test_record_access_counts_without_logging(store: MemoryStore) -> None:
     got = store.get("alice", records[0].id)
     assert got is not None and got.access_count == 1 and got.last_accessed == 123.0
     assert store.last_seq() == seq
+
+
+def test_batch_update_is_one_commit_and_counts_tiers(store: MemoryStore) -> None:
+    records, _ = store.add("alice", 0, [mem(f"m{i}", i, tier="working", expires_at=1e12) for i in range(5)])
+    patches = [(r.id, MemoryPatch(tier="short_term", expires_at=2e12)) for r in records[:3]]
+    updated, seq = store.update("alice", 0, patches + [("mem-unknown", MemoryPatch(text="x"))], event="PROMOTE")
+    assert [u.id for u in updated] == [r.id for r in records[:3]]
+    assert all(u.tier == "short_term" and u.expires_at == 2e12 for u in updated)
+    assert store.tier_counts("alice") == {"working": 2, "short_term": 3}
+    assert store.history("alice", records[0].id)[-1].event == "PROMOTE"
+    assert seq == store.last_seq()
