@@ -26,12 +26,14 @@ class HandleServices:
     """`serve_app.services.Services` over Ray Serve deployment handles."""
 
     def __init__(
-        self, embedder: DeploymentHandle, shards: list[DeploymentHandle], llm: DeploymentHandle, cache: DeploymentHandle
+        self, embedder: DeploymentHandle, shards: list[DeploymentHandle], llm: DeploymentHandle,
+        cache: DeploymentHandle, consolidator: DeploymentHandle,
     ) -> None:
         self.embedder = embedder
         self.shards = shards
         self.llm = llm.options(stream=True)
         self.cache = cache
+        self.consolidator = consolidator
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         return await self.embedder.embed.remote(texts)
@@ -51,6 +53,9 @@ class HandleServices:
         shard = self.shards[shard_for(user, len(self.shards))]
         return await shard.search.remote(user, query, k, filters, min_seq, query_text)
 
+    async def nearest_memories(self, user: str, vectors: np.ndarray) -> list[tuple[str | None, float]]:
+        return await self.shards[shard_for(user, len(self.shards))].nearest.remote(user, vectors)
+
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         return self.llm.generate.remote(request)
 
@@ -66,6 +71,12 @@ class HandleServices:
     async def cache_clear(self, scope: str | None) -> int:
         return await self.cache.clear.remote(scope)
 
+    async def consolidate(self, user: str | None) -> dict[str, int]:
+        return await self.consolidator.run.remote(user)
+
+    async def consolidation_stats(self) -> dict[str, Any]:
+        return await self.consolidator.stats.remote()
+
 
 @serve.deployment(name="Orchestrator")
 @serve.ingress()
@@ -77,10 +88,10 @@ class Orchestrator:
         shards: list[DeploymentHandle],
         llm: DeploymentHandle,
         cache: DeploymentHandle,
+        consolidator: DeploymentHandle,
     ) -> None:
-        services = HandleServices(embedder, shards, llm, cache)
-        store = settings.open_store()
-        memory = MemoryService(store, services, len(shards), settings.memory.tiers)
+        services = HandleServices(embedder, shards, llm, cache, consolidator)
+        memory = MemoryService(settings.open_store(), services, len(shards), settings.memory)
         self.runtime = build_runtime(settings, services, memory)
         logger.info("Orchestrator ready: %d shards", len(shards))
 

@@ -17,7 +17,7 @@ import numpy as np
 from ray import serve
 
 from serve_app.core.index import ShardIndex
-from serve_app.core.retrieval import SearchFilters, as_result, search_user_memories
+from serve_app.core.retrieval import SearchFilters, as_result, nearest_memories, search_user_memories
 from serve_app.settings import AppSettings
 
 logger = logging.getLogger("ray.serve")
@@ -74,6 +74,10 @@ class VectorSearch:
                 self.settings.memory.scoring,
             )
         return [as_result(m) for m in found]
+
+    async def nearest(self, user: str, vectors: np.ndarray) -> list[tuple[str | None, float]]:
+        async with self._lock:
+            return await asyncio.to_thread(nearest_memories, self.index, user, vectors)
 
     async def flush(self) -> int:
         async with self._lock:

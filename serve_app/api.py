@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from serve_app.errors import APIError, BodySizeLimit, install_error_handlers
@@ -24,6 +24,12 @@ from serve_app.protocol import (
     AddMemoriesRequest,
     AddMemoriesResponse,
     ChatCompletionRequest,
+    ConsolidateRequest,
+    ForgetResponse,
+    HistoryEntry,
+    HistoryResponse,
+    UpdatedResponse,
+    UpdateMemoryRequest,
     CompletionRequest,
     DeletedResponse,
     EmbeddingData,
@@ -133,7 +139,7 @@ def create_app(rt: Runtime) -> FastAPI:
         too_long = [i for i, m in enumerate(items) if len(m.text) > rt.settings.memory.max_text_chars]
         if too_long:
             raise APIError(400, f"memory text is longer than {rt.settings.memory.max_text_chars} characters", "text")
-        ids, seq = await rt.memory.add(body.user, items)
+        ids, seq = await rt.memory.add(body.user, items, dedup=body.dedup)
         return AddMemoriesResponse(ids=ids, seq=seq)
 
     @app.post("/v1/memories/search", response_model=SearchMemoriesResponse)
@@ -154,21 +160,58 @@ def create_app(rt: Runtime) -> FastAPI:
         data, next_cursor = await rt.memory.list(user, tier, limit, cursor)
         return MemoryList(data=data, next_cursor=next_cursor)
 
+    @app.get("/v1/memories/stats")
+    async def memory_stats(user: UserQuery, rt: RuntimeDep) -> dict[str, Any]:
+        return await rt.memory.stats(user)
+
+    @app.post("/v1/memories/consolidate")
+    async def consolidate(rt: RuntimeDep, body: ConsolidateRequest | None = None) -> dict[str, Any]:
+        run = await rt.services.consolidate(body.user if body else None)
+        return {"run": run, "stats": await rt.services.consolidation_stats()}
+
+    @app.get("/v1/memories/consolidation")
+    async def consolidation_stats(rt: RuntimeDep) -> dict[str, Any]:
+        return await rt.services.consolidation_stats()
+
     @app.get("/v1/memories/{memory_id}")
     async def get_memory(memory_id: str, user: UserQuery, rt: RuntimeDep) -> Any:
         record = await rt.memory.get(user, memory_id)
         if record is None:
-            raise APIError(404, f"no memory {memory_id}", "memory_id", "memory_not_found")
+            raise _no_memory(memory_id)
         return record
+
+    @app.patch("/v1/memories/{memory_id}", response_model=UpdatedResponse)
+    async def update_memory(memory_id: str, body: UpdateMemoryRequest, rt: RuntimeDep) -> UpdatedResponse:
+        updated = await rt.memory.update(memory_id, body)
+        if updated is None:
+            raise _no_memory(memory_id)
+        record, seq = updated
+        return UpdatedResponse(id=memory_id, seq=seq, memory=record)
+
+    @app.get("/v1/memories/{memory_id}/history", response_model=HistoryResponse)
+    async def memory_history(memory_id: str, user: UserQuery, rt: RuntimeDep) -> HistoryResponse:
+        events = await rt.memory.history(user, memory_id)
+        if not events:
+            raise _no_memory(memory_id)
+        return HistoryResponse(id=memory_id, history=[HistoryEntry(**{f: getattr(e, f) for f in HistoryEntry.model_fields}) for e in events])
+
+    @app.delete("/v1/users/{user}", response_model=ForgetResponse)
+    async def forget_user(user: Annotated[str, Path(min_length=1, max_length=MAX_USER_CHARS)], rt: RuntimeDep) -> ForgetResponse:
+        return ForgetResponse(user=user, seq=await rt.memory.forget(user))
 
     @app.delete("/v1/memories/{memory_id}", response_model=DeletedResponse)
     async def delete_memory(memory_id: str, user: UserQuery, rt: RuntimeDep) -> DeletedResponse:
         seq = await rt.memory.delete(user, memory_id)
-        if seq is None:  # unknown and someone else's look the same
-            raise APIError(404, f"no memory {memory_id}", "memory_id", "memory_not_found")
+        if seq is None:
+            raise _no_memory(memory_id)
         return DeletedResponse(id=memory_id, seq=seq)
 
     return app
+
+
+def _no_memory(memory_id: str) -> APIError:
+    """Unknown ids and other users' ids get the same answer: nothing leaks."""
+    return APIError(404, f"no memory {memory_id}", "memory_id", "memory_not_found")
 
 
 def _encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:

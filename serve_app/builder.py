@@ -4,7 +4,7 @@
 
 Ray Serve validates the YAML `args:` into `AppSettings`; per-deployment options
 (replicas, autoscaling, resources) come from the YAML `deployments:` list by name:
-Orchestrator, Embedder, VectorSearch_<i>, LLM, Cache.
+Orchestrator, Embedder, VectorSearch_<i>, LLM, Cache, Consolidator.
 """
 # No `from __future__ import annotations`: Ray Serve reads build_app's annotation at run time.
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from ray.serve import Application
 
 from deployments.cache import Cache
+from deployments.consolidator import Consolidator
 from deployments.embedder import Embedder
 from deployments.llm import LLM
 from deployments.orchestrator import Orchestrator
@@ -38,4 +39,5 @@ def build_app(args: AppSettings) -> Application:
     ]
     llm = LLM.bind(settings.llm)
     cache = Cache.bind(settings.cache)
-    return Orchestrator.bind(settings, embedder, shards, llm, cache)
+    consolidator = Consolidator.bind(settings)
+    return Orchestrator.bind(settings, embedder, shards, llm, cache, consolidator)

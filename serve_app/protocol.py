@@ -301,6 +301,7 @@ class AddMemoriesRequest(OpenAIModel):
     tier: Tier = "long_term"
     importance: float = Field(default=0.5, ge=0.0, le=1.0)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    dedup: bool = Field(default=True, description="merge near-duplicates into existing memories")
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> AddMemoriesRequest:
@@ -344,6 +345,20 @@ class SearchMemoriesRequest(OpenAIModel):
     min_seq: int | None = Field(default=None, ge=0)
 
 
+class UpdateMemoryRequest(OpenAIModel):
+    user: str = Field(min_length=1, max_length=MAX_USER_CHARS)
+    text: str | None = Field(default=None, min_length=1)
+    importance: float | None = Field(default=None, ge=0.0, le=1.0)
+    metadata: dict[str, Any] | None = None
+    tier: Tier | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> UpdateMemoryRequest:
+        if all(v is None for v in (self.text, self.importance, self.metadata, self.tier)):
+            raise ValueError("give at least one of text, importance, metadata or tier")
+        return self
+
+
 class MemoryRecordOut(BaseModel):
     id: str
     text: str
@@ -352,6 +367,40 @@ class MemoryRecordOut(BaseModel):
     metadata: dict[str, Any]
     created_at: float
     updated_at: float
+    access_count: int = 0
+    expires_at: float | None = None
+
+
+class UpdatedResponse(BaseModel):
+    id: str
+    seq: int
+    memory: MemoryRecordOut
+
+
+class HistoryEntry(BaseModel):
+    event: str
+    old_text: str | None
+    new_text: str | None
+    old_tier: str | None
+    new_tier: str | None
+    actor: str
+    at: float
+    seq: int
+
+
+class HistoryResponse(BaseModel):
+    id: str
+    history: list[HistoryEntry]
+
+
+class ConsolidateRequest(OpenAIModel):
+    user: str | None = Field(default=None, min_length=1, max_length=MAX_USER_CHARS)
+
+
+class ForgetResponse(BaseModel):
+    user: str
+    deleted: bool = True
+    seq: int
 
 
 class SearchResult(BaseModel):

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_app.core.consolidation import ConsolidationSettings
 from serve_app.core.scoring import ScoringSettings
 from serve_app.core.store import MemoryStore
 from serve_app.core.stores import open_store
@@ -87,6 +88,9 @@ class MemorySettings(_Section):
     max_text_chars: int = 8_000
     tiers: dict[str, TierPolicy] = Field(default_factory=default_tier_policies)
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    consolidation: ConsolidationSettings = Field(default_factory=ConsolidationSettings)
+    # A write this similar (cosine) to one of the user's memories updates it instead.
+    dedup_threshold: float = Field(default=0.95, gt=0, le=1)
 
 
 class ServerSettings(_Section):

@@ -18,8 +18,10 @@ import numpy as np
 
 from serve_app.core.index import ShardIndex, shard_for
 from serve_app.core.response_cache import ResponseCache
-from serve_app.core.retrieval import SearchFilters, as_result, search_user_memories
+from serve_app.core.retrieval import SearchFilters, as_result, nearest_memories, search_user_memories
 from serve_app.core.sqlite_store import SQLiteMemoryStore
+from serve_app.maintenance import TierMaintainer
+from serve_app.settings import MemorySettings
 from serve_app.generation import GenerationChunk, GenerationRequest, PromptTooLongError
 
 DIM = 64
@@ -42,6 +44,8 @@ class FakeServices:
         self.embed_delay_s = 0.0
         self.fail_search = False
         self.last_request: GenerationRequest | None = None
+        memory = MemorySettings()
+        self.maintainer = TierMaintainer(self.store, memory.tiers, memory.consolidation, num_shards)
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         await asyncio.sleep(self.embed_delay_s)
@@ -58,6 +62,9 @@ class FakeServices:
             raise RuntimeError("shard down")
         shard = self.shards[shard_for(user, len(self.shards))]
         return [as_result(m) for m in search_user_memories(shard, user, query, k, time.time(), filters, query_text)]
+
+    async def nearest_memories(self, user: str, vectors: np.ndarray) -> list[tuple[str | None, float]]:
+        return nearest_memories(self.shards[shard_for(user, len(self.shards))], user, vectors)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         self.generations += 1
@@ -84,3 +91,9 @@ class FakeServices:
 
     async def cache_clear(self, scope: str | None) -> int:
         return self.cache.clear(scope)
+
+    async def consolidate(self, user: str | None) -> dict[str, int]:
+        return self.maintainer.run(user)
+
+    async def consolidation_stats(self) -> dict[str, Any]:
+        return self.maintainer.stats.as_dict()

@@ -88,3 +88,15 @@ def as_result(m: ScoredMemory) -> dict[str, Any]:
         "id": r.id, "text": r.text, "score": m.score, "similarity": m.similarity, "tier": r.tier,
         "metadata": r.metadata, "created_at": r.created_at,
     }
+
+
+def nearest_memories(index: ShardIndex, user: str, vectors: np.ndarray) -> list[tuple[str | None, float]]:
+    """Each vector's most similar memory of the user (for near-duplicate detection)."""
+    index.catch_up()
+    user_index = index.user(user)
+    best = [user_index.dense_search(v, 1) for v in np.atleast_2d(vectors)]
+    records = index.store.get_many(user, (hits[0][0] for hits in best if hits))
+    return [
+        (records[hits[0][0]].id, hits[0][1]) if hits and hits[0][0] in records else (None, 0.0)
+        for hits in best
+    ]

@@ -26,7 +26,7 @@ def services(tmp_path: Path) -> FakeServices:
 
 @pytest.fixture
 def memory(settings: AppSettings, services: FakeServices) -> MemoryService:
-    return MemoryService(services.store, services, len(services.shards), settings.memory.tiers)
+    return MemoryService(services.store, services, len(services.shards), settings.memory)
 
 
 @pytest.fixture

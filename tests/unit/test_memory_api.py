@@ -1,0 +1,162 @@
+"""The complete memory API over fake services: dedup, update, history, stats, forget,
+consolidation, caps, expiry."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi.testclient import TestClient
+
+from serve_app.core.consolidation import ConsolidationSettings, plan_promotions, promotion_score
+from serve_app.core.store import MemoryRecord
+from serve_app.core.tiers import TierPolicy, default_tier_policies
+from serve_app.memory_service import duplicates_within
+from tests.fakes import FakeServices, bag_of_words
+
+MODEL = "smollm2-135m-instruct"
+
+
+def add(client: TestClient, user: str, *texts: str, **extra: object) -> dict:  # type: ignore[type-arg]
+    body = {"user": user, "memories": [{"text": t, **extra} for t in texts]}
+    response = client.post("/v1/memories", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def search(client: TestClient, user: str, query: str, **extra: object) -> list[dict]:  # type: ignore[type-arg]
+    return client.post("/v1/memories/search", json={"user": user, "query": query, **extra}).json()["results"]
+
+
+def test_near_duplicate_write_updates_instead_of_adding(client: TestClient) -> None:
+    first = add(client, "alice", "my favourite colour is blue")
+    again = add(client, "alice", "My favourite colour is blue!")  # same words: cosine 1.0 in the fake embedder
+    assert again["ids"] == first["ids"] and again["seq"] > first["seq"]
+    listed = client.get("/v1/memories", params={"user": "alice"}).json()["data"]
+    assert [m["text"] for m in listed] == ["My favourite colour is blue!"]
+    history = client.get(f"/v1/memories/{first['ids'][0]}/history", params={"user": "alice"}).json()["history"]
+    assert [h["event"] for h in history] == ["ADD", "MERGE"]
+    assert history[1]["old_text"] == "my favourite colour is blue"
+    # Twins inside one batch collapse too; dedup can be switched off per request.
+    batch = add(client, "bob", "likes jazz", "Likes jazz.", "plays chess")
+    assert batch["ids"][0] == batch["ids"][1] != batch["ids"][2]
+    raw = client.post("/v1/memories", json={"user": "bob", "text": "likes jazz", "dedup": False}).json()
+    assert raw["ids"][0] not in batch["ids"]
+    # Another user's identical memory is never a duplicate.
+    assert add(client, "carol", "my favourite colour is blue")["ids"] != first["ids"]
+
+
+def test_duplicates_within_batch_helper() -> None:
+    vectors = [bag_of_words(t) for t in ("a b", "c d", "a b", "c d e")]
+    import numpy as np
+
+    assert duplicates_within(np.stack(vectors), 0.95) == [None, None, 0, None]
+
+
+def test_patch_reembeds_and_records_history(client: TestClient) -> None:
+    memory_id = add(client, "alice", "works as a baker")["ids"][0]
+    response = client.patch(f"/v1/memories/{memory_id}", json={"user": "alice", "text": "works as a pilot",
+                                                               "importance": 0.9, "tier": "semantic"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["memory"]["text"] == "works as a pilot" and body["memory"]["tier"] == "semantic"
+    assert body["memory"]["expires_at"] is None  # semantic memories never expire
+    assert [r["text"] for r in search(client, "alice", "pilot", min_seq=body["seq"])] == ["works as a pilot"]
+    assert "works as a baker" not in [r["text"] for r in search(client, "alice", "baker")]
+    history = client.get(f"/v1/memories/{memory_id}/history", params={"user": "alice"}).json()["history"]
+    assert [(h["event"], h["old_text"], h["new_text"], h["actor"]) for h in history] == [
+        ("ADD", None, "works as a baker", "api"), ("UPDATE", "works as a baker", "works as a pilot", "api")]
+    # Someone else's id, an unknown id and an empty patch.
+    assert client.patch(f"/v1/memories/{memory_id}", json={"user": "bob", "text": "x"}).status_code == 404
+    assert client.patch("/v1/memories/mem-nope", json={"user": "alice", "text": "x"}).status_code == 404
+    assert client.patch(f"/v1/memories/{memory_id}", json={"user": "alice"}).status_code == 400
+    assert client.get(f"/v1/memories/{memory_id}/history", params={"user": "bob"}).status_code == 404
+
+
+def test_stats_per_tier(client: TestClient) -> None:
+    add(client, "alice", "one", "two")
+    add(client, "alice", "three", tier="working")
+    stats = client.get("/v1/memories/stats", params={"user": "alice"}).json()
+    assert stats["total"] == 3
+    assert stats["tiers"]["long_term"]["count"] == 2 and stats["tiers"]["working"] == {"count": 1, "cap": 15, "ttl_s": 900.0}
+
+
+def test_forget_user_leaves_nothing_anywhere(client: TestClient, services: FakeServices) -> None:
+    ids = add(client, "alice", "alice's diary entry", "alice's address is 12 Elm St")["ids"]
+    add(client, "bob", "bob's note")
+    chat = {"model": MODEL, "user": "alice", "messages": [{"role": "user", "content": "address?"}],
+            "memserve": {"write_back": False}}
+    client.post("/v1/chat/completions", json=chat)
+    assert services.cache.stats()["entries"] == 1
+    forgotten = client.delete("/v1/users/alice").json()
+    assert forgotten["deleted"] and forgotten["seq"] > 0
+    assert client.get("/v1/memories", params={"user": "alice"}).json()["data"] == []
+    assert search(client, "alice", "diary address Elm") == []
+    for memory_id in ids:
+        assert client.get(f"/v1/memories/{memory_id}", params={"user": "alice"}).status_code == 404
+        assert client.get(f"/v1/memories/{memory_id}/history", params={"user": "alice"}).status_code == 404
+    assert client.get("/v1/memories/stats", params={"user": "alice"}).json()["total"] == 0
+    assert services.cache.stats()["entries"] == 0
+    answer = client.post("/v1/chat/completions", json=chat).json()
+    assert answer["memserve"]["memories"] == [] and not answer["memserve"]["cached"]
+    assert [m["text"] for m in client.get("/v1/memories", params={"user": "bob"}).json()["data"]] == ["bob's note"]
+
+
+def test_search_filters_through_api(client: TestClient) -> None:
+    client.post("/v1/memories", json={"user": "alice", "memories": [
+        {"text": "dinner at Nopa", "metadata": {"kind": "food"}},
+        {"text": "dinner meeting with the board", "metadata": {"kind": "work"}, "tier": "episodic"}]})
+    food = search(client, "alice", "dinner", filters={"metadata": {"kind": "food"}})
+    assert [r["text"] for r in food] == ["dinner at Nopa"] and food[0]["metadata"] == {"kind": "food"}
+    assert [r["text"] for r in search(client, "alice", "dinner", tiers=["episodic"])] == ["dinner meeting with the board"]
+    assert search(client, "alice", "dinner", filters={"created_after": time.time() + 3600}) == []
+
+
+def record(tier: str, importance: float, access: int, age_s: float, now: float) -> MemoryRecord:
+    return MemoryRecord(key=1, id="m", user="u", text="t", tier=tier, importance=importance, metadata={},
+                        created_at=now - age_s, updated_at=now - age_s, expires_at=None, access_count=access,
+                        last_accessed=None)
+
+
+def test_promotion_rules() -> None:
+    now, tiers, s = 1e9, default_tier_policies(), ConsolidationSettings()
+    strong = record("working", 1.0, 5, 600, now)  # important, used, 2/3 of its TTL old
+    weak = record("working", 0.2, 0, 10, now)
+    assert promotion_score(strong, now, tiers["working"], s) >= 0.75 > promotion_score(weak, now, tiers["working"], s)
+    plan = plan_promotions([strong, weak, record("semantic", 1.0, 9, 1e6, now)], now, tiers, s)
+    assert [(p.record.tier, p.to_tier) for p in plan] == [("working", "short_term")]
+
+
+def test_consolidation_promotes_sweeps_and_reports(client: TestClient, services: FakeServices) -> None:
+    important = add(client, "alice", "never forget: allergic to penicillin", tier="working", importance=1.0)["ids"][0]
+    add(client, "alice", "passing thought", tier="working", importance=0.1)
+    for _ in range(5):  # used often
+        search(client, "alice", "penicillin allergy")
+    services.maintainer.settings.importance_weight, services.maintainer.settings.age_weight = 0.6, 0.0
+    result = client.post("/v1/memories/consolidate", json={"user": "alice"}).json()
+    assert result["run"]["promoted"] == 1
+    assert result["stats"]["promotions_by_tier"] == {"working->short_term": 1}
+    promoted = client.get(f"/v1/memories/{important}", params={"user": "alice"}).json()
+    assert promoted["tier"] == "short_term"
+    history = client.get(f"/v1/memories/{important}/history", params={"user": "alice"}).json()["history"]
+    assert history[-1]["event"] == "PROMOTE" and history[-1]["actor"] == "consolidator"
+    assert client.get("/v1/memories/consolidation").json()["total_promotions"] == 1
+
+
+def test_full_tier_evicts_lowest_scoring(client: TestClient, settings, services: FakeServices) -> None:  # type: ignore[no-untyped-def]
+    settings.memory.tiers["working"] = TierPolicy(cap=3, ttl_s=900)
+    for i, importance in enumerate([0.9, 0.1, 0.8, 0.7]):
+        add(client, "alice", f"note number {i} about topic {'abcd'[i]}", tier="working", importance=importance)
+    texts = [m["text"] for m in client.get("/v1/memories", params={"user": "alice", "tier": "working"}).json()["data"]]
+    assert len(texts) == 3 and "note number 1 about topic b" not in texts
+
+
+def test_expired_memories_vanish_and_are_swept(client: TestClient, settings, services: FakeServices) -> None:  # type: ignore[no-untyped-def]
+    settings.memory.tiers["working"] = TierPolicy(cap=15, ttl_s=0.2)
+    memory_id = add(client, "alice", "a fleeting thought", tier="working")["ids"][0]
+    assert len(search(client, "alice", "fleeting thought")) == 1
+    time.sleep(0.3)
+    assert search(client, "alice", "fleeting thought") == []
+    assert client.get(f"/v1/memories/{memory_id}", params={"user": "alice"}).status_code == 404
+    assert client.post("/v1/memories/consolidate", json={"user": "alice"}).json()["run"]["expired"] == 1
+    history = client.get(f"/v1/memories/{memory_id}/history", params={"user": "alice"}).json()["history"]
+    assert history[-1]["event"] == "EXPIRE"
