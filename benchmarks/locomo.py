@@ -9,9 +9,10 @@ every question of categories 1-4 that has evidence with `POST /v1/memories/searc
 prints the share of questions with an evidence turn among the top 1/5/10/20 results.
 
 Memory text (`--text`): `raw` is "Speaker: text" (the published dense baseline's form);
-`dated` (default) prefixes the session date and appends the caption of a shared photo,
-i.e. what a person would remember of the turn. Nothing here looks at the questions
-before searching.
+`dated` prefixes the session date and appends the caption of a shared photo; `context`
+(default) also appends the turn it replies to, since a reply ("Yes, last Tuesday!") means
+little alone. That is what a person would remember of a turn. Nothing here looks at the
+questions before searching.
 """
 
 from __future__ import annotations
@@ -45,21 +46,28 @@ def sessions(conversation: dict[str, Any]) -> list[tuple[int, str, list[dict[str
     return sorted(found)
 
 
-def memory_text(turn: dict[str, Any], date: str, mode: str) -> str:
+def turn_text(turn: dict[str, Any]) -> str:
     text = f"{turn['speaker']}: {turn['text']}"
-    if mode == "raw":
-        return text
     if turn.get("blip_caption"):
         text += f" [shares a photo: {turn['blip_caption']}]"
-    return f"[{date}] {text}"
+    return text
+
+
+def memory_text(turn: dict[str, Any], previous: dict[str, Any] | None, date: str, mode: str) -> str:
+    if mode == "raw":
+        return f"{turn['speaker']}: {turn['text']}"
+    text = f"[{date}] {turn_text(turn)}"
+    if mode == "context" and previous is not None:
+        text += f" (in reply to {turn_text(previous)})"
+    return text
 
 
 def memories_of(sample: dict[str, Any], mode: str) -> list[dict[str, Any]]:
     return [
-        {"text": memory_text(turn, date, mode), "tier": "long_term",
+        {"text": memory_text(turn, turns[i - 1] if i else None, date, mode), "tier": "long_term",
          "metadata": {"dia_id": turn["dia_id"], "session": n, "date": date}}
         for n, date, turns in sessions(sample["conversation"])
-        for turn in turns
+        for i, turn in enumerate(turns)
     ]
 
 
@@ -109,7 +117,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--text", choices=["raw", "dated"], default="dated")
+    parser.add_argument("--text", choices=["raw", "dated", "context"], default="context")
     parser.add_argument("--samples", type=int, default=None, help="only the first N conversations")
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()

@@ -10,7 +10,7 @@ from serve_app.core.response_cache import ResponseCache
 from serve_app.settings import CacheSettings
 
 
-@serve.deployment(name="Cache")
+@serve.deployment(name="Cache", ray_actor_options={"num_cpus": 0.1})
 class Cache:
     def __init__(self, settings: CacheSettings) -> None:
         self._cache = ResponseCache(settings.max_entries, settings.ttl_s)

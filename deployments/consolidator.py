@@ -14,7 +14,7 @@ from serve_app.settings import AppSettings
 logger = logging.getLogger("ray.serve")
 
 
-@serve.deployment(name="Consolidator")
+@serve.deployment(name="Consolidator", ray_actor_options={"num_cpus": 0.1})
 class Consolidator:
     def __init__(self, settings: AppSettings) -> None:
         memory = settings.memory

@@ -15,11 +15,14 @@ from serve_app.settings import EmbedderSettings
 logger = logging.getLogger("ray.serve")
 
 
-@serve.deployment(name="Embedder")
+@serve.deployment(name="Embedder", ray_actor_options={"num_cpus": 0.25})
 class Embedder:
     def __init__(self, settings: EmbedderSettings) -> None:
+        import torch
         from sentence_transformers import SentenceTransformer
 
+        if settings.num_threads:
+            torch.set_num_threads(settings.num_threads)
         self.settings = settings
         self.model = SentenceTransformer(models.resolve(settings.model), device=settings.device)
         self.dim = int(self.model.get_embedding_dimension())

@@ -15,7 +15,7 @@ from serve_app.settings import LLMSettings
 logger = logging.getLogger("ray.serve")
 
 
-@serve.deployment(name="LLM")
+@serve.deployment(name="LLM", ray_actor_options={"num_cpus": 1})
 class LLM:
     async def __init__(self, settings: LLMSettings) -> None:
         self.settings = settings

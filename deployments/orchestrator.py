@@ -78,7 +78,7 @@ class HandleServices:
         return await self.consolidator.stats.remote()
 
 
-@serve.deployment(name="Orchestrator")
+@serve.deployment(name="Orchestrator", ray_actor_options={"num_cpus": 0.25})
 @serve.ingress()
 class Orchestrator:
     def __init__(

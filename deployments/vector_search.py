@@ -26,7 +26,7 @@ logger = logging.getLogger("ray.serve")
 MIN_SEQ_WAIT_S = 5.0
 
 
-@serve.deployment(name="VectorSearch")
+@serve.deployment(name="VectorSearch", ray_actor_options={"num_cpus": 0.1})
 class VectorSearch:
     def __init__(self, settings: AppSettings, shard: int, dim: int = 384) -> None:
         self.shard = shard

@@ -52,6 +52,8 @@ class EmbedderSettings(_Section):
     batch_wait_timeout_s: float = 0.005
     cache_size: int = 20_000
     max_input_chars: int = 8_000
+    # Ray pins a fractional-CPU replica to one OpenMP thread; batched encoding wants more.
+    num_threads: int | None = 2
 
 
 class StoreSettings(_Section):

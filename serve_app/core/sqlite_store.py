@@ -116,6 +116,11 @@ class SQLiteMemoryStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA busy_timeout=30000")
+        # Access statistics are advisory: their own connection commits without fsync, so a
+        # search never waits for the disk (WAL + NORMAL still survives a process crash).
+        self._stats_db = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0, isolation_level=None)
+        self._stats_db.execute("PRAGMA synchronous=NORMAL")
+        self._stats_db.execute("PRAGMA busy_timeout=30000")
         with self._lock:
             self._db.executescript(_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (uuid.uuid4().hex,))
@@ -231,7 +236,7 @@ class SQLiteMemoryStore:
         if not keys:
             return
         with self._lock:
-            self._db.executemany(
+            self._stats_db.executemany(
                 "UPDATE memories SET access_count = access_count + 1, last_accessed = ? WHERE key = ? AND user = ?",
                 [(now, k, user) for k in keys],
             )
@@ -318,3 +323,4 @@ class SQLiteMemoryStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._stats_db.close()

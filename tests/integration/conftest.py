@@ -44,8 +44,12 @@ def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], log: Path)
         if process.poll() is not None:
             raise RuntimeError(f"serve run exited with {process.returncode}:\n{log.read_text()[-5000:]}")
         try:
-            if httpx.get(f"{base_url}/v1/models", timeout=2).status_code == 200:
-                return
+            # Every deployment answers: the Consolidator (memory API) and the LLM (one token).
+            if httpx.get(f"{base_url}/v1/memories/consolidation", timeout=5).status_code == 200:
+                chat = {"model": "smollm2-135m-instruct", "max_tokens": 1,
+                        "messages": [{"role": "user", "content": "hi"}], "memserve": {"cache": False}}
+                if httpx.post(f"{base_url}/v1/chat/completions", json=chat, timeout=60).status_code == 200:
+                    return
         except httpx.HTTPError:
             pass
         time.sleep(2)
@@ -64,6 +68,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process = subprocess.Popen(
             [str(serve_bin), "run", str(config)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
+            # A background job of a non-interactive shell (CI) inherits SIGINT as ignored;
+            # serve run shuts down cleanly only on SIGINT, so restore its default handler.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
