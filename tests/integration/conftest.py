@@ -29,10 +29,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(tmp: Path, port: int) -> Path:
+def write_config(tmp: Path, port: int, redis_url: str | None) -> Path:
+    """configs/local.yaml with a private port and data directory, two replicas per shard
+    (so replicas must agree through the change log) and, optionally, the Redis store."""
     config = yaml.safe_load((REPO / "configs" / "local.yaml").read_text())
     config["http_options"] = {"host": "127.0.0.1", "port": port}
-    config["applications"][0]["args"]["data_dir"] = str(tmp / "data")
+    app = config["applications"][0]
+    app["args"]["data_dir"] = str(tmp / "data")
+    if redis_url:
+        app["args"]["store"] = {"backend": "redis", "redis_url": redis_url, "redis_prefix": "e2e"}
+    for deployment in app["deployments"]:
+        if deployment["name"].startswith("VectorSearch_"):
+            deployment["num_replicas"] = 2
     path = tmp / "serve.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -56,11 +64,13 @@ def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], log: Path)
     raise TimeoutError(f"memserve did not come up in {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-5000:]}")
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("memserve")
+@pytest.fixture(scope="session", params=["sqlite", "redis"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The live app, once on the embedded SQLite store and once on a real Redis."""
+    redis_url = request.getfixturevalue("redis_server").url if request.param == "redis" else None
+    tmp = tmp_path_factory.mktemp(f"memserve-{request.param}")
     port = free_port()
-    config = write_config(tmp, port)
+    config = write_config(tmp, port, redis_url)
     log = tmp / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "0"}
     serve_bin = Path(sys.executable).with_name("serve")

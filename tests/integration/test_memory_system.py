@@ -1,0 +1,68 @@
+"""The memory system end to end: replicas, read-your-writes, updates, history, forget."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+MODEL = "smollm2-135m-instruct"
+
+
+def test_every_acknowledged_write_is_read_by_any_replica(server: str) -> None:
+    """Concurrent writers; right after each ack another client searches with min_seq.
+    Two replicas per shard serve those searches; none may miss the write."""
+    user = f"race-{uuid.uuid4().hex[:8]}"
+
+    async def one(client: httpx.AsyncClient, i: int) -> bool:
+        text = f"Unique fact number {i}: the code word is {uuid.uuid4().hex[:10]}."
+        ack = (await client.post("/v1/memories", json={"user": user, "text": text})).json()
+        found = await client.post("/v1/memories/search", json={"user": user, "query": text, "k": 1,
+                                                                "min_seq": ack["seq"]})
+        return found.json()["results"][0]["text"] == text
+
+    async def run() -> list[bool]:
+        async with httpx.AsyncClient(base_url=server, timeout=60) as client:
+            return await asyncio.gather(*(one(client, i) for i in range(40)))
+
+    assert all(asyncio.run(run()))
+
+
+def test_update_history_and_forget(http: httpx.Client) -> None:
+    user = f"erin-{uuid.uuid4().hex[:8]}"
+    added = http.post("/v1/memories", json={"user": user, "text": "I work as a nurse in Leeds."}).json()
+    memory_id = added["ids"][0]
+    twin = http.post("/v1/memories", json={"user": user, "text": "I work as a nurse in Leeds!"}).json()
+    assert twin["ids"] == [memory_id]  # a near-duplicate merged into the existing memory
+    patched = http.patch(f"/v1/memories/{memory_id}", json={"user": user, "text": "I work as a surgeon in York."}).json()
+    hit = http.post("/v1/memories/search", json={"user": user, "query": "What is my job?", "k": 1,
+                                                  "min_seq": patched["seq"]}).json()["results"][0]
+    assert hit["text"] == "I work as a surgeon in York."
+    events = [h["event"] for h in http.get(f"/v1/memories/{memory_id}/history", params={"user": user}).json()["history"]]
+    assert events == ["ADD", "MERGE", "UPDATE"]
+    assert http.get("/v1/memories/stats", params={"user": user}).json()["total"] == 1
+
+    chat = {"model": MODEL, "user": user, "max_tokens": 8, "messages": [{"role": "user", "content": "Where do I work?"}],
+            "memserve": {"write_back": False}}
+    assert http.post("/v1/chat/completions", json=chat).json()["memserve"]["memories"][0]["id"] == memory_id
+    forgotten = http.delete(f"/v1/users/{user}").json()
+    assert forgotten["deleted"]
+    after = http.post("/v1/chat/completions", json=chat).json()["memserve"]
+    assert after["memories"] == [] and after["cached"] is False
+    assert http.post("/v1/memories/search", json={"user": user, "query": "job", "min_seq": forgotten["seq"]}).json()["results"] == []
+    assert http.get(f"/v1/memories/{memory_id}", params={"user": user}).status_code == 404
+    assert http.get(f"/v1/memories/{memory_id}/history", params={"user": user}).status_code == 404
+    assert http.get("/v1/memories", params={"user": user}).json()["data"] == []
+
+
+def test_consolidation_runs_on_demand(http: httpx.Client) -> None:
+    user = f"fay-{uuid.uuid4().hex[:8]}"
+    http.post("/v1/memories", json={"user": user, "text": "My passport expires in March.", "tier": "working",
+                                    "importance": 1.0})
+    result = http.post("/v1/memories/consolidate", json={"user": user}).json()
+    assert set(result["run"]) == {"users", "expired", "promoted", "evicted"} and result["run"]["users"] == 1
+    assert result["stats"]["runs"] >= 1
