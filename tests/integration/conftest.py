@@ -51,6 +51,9 @@ def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], log: Path)
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"serve run exited with {process.returncode}:\n{log.read_text()[-5000:]}")
+        unschedulable = [line for line in log.read_text(errors="replace").splitlines() if "to be scheduled" in line]
+        if unschedulable:
+            raise RuntimeError(f"a replica cannot be scheduled (resources in the config?):\n{unschedulable[0]}")
         try:
             # Every deployment answers: the Consolidator (memory API) and the LLM (one token).
             if httpx.get(f"{base_url}/v1/memories/consolidation", timeout=5).status_code == 200:
