@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from serve_app.api import build_runtime, create_app
 from serve_app.core.index import shard_for
+from serve_app.core.response_cache import CacheHit, ClaimResult
 from serve_app.core.retrieval import SearchFilters
 from serve_app.generation import GenerationChunk, GenerationRequest
 from serve_app.memory_service import MemoryService
@@ -59,11 +60,22 @@ class HandleServices:
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         return self.llm.generate.remote(request)
 
-    async def cache_get(self, key: str) -> Any | None:
-        return await self.cache.get.remote(key)
+    async def cache_get(self, key: str, group: str | None = None, vector: np.ndarray | None = None,
+                        min_similarity: float = 1.0) -> CacheHit | None:
+        return await self.cache.get.remote(key, group, vector, min_similarity)
 
-    async def cache_put(self, key: str, value: Any) -> None:
-        await self.cache.put.remote(key, value)
+    async def cache_put(self, key: str, value: dict[str, Any], group: str | None = None,
+                        vector: np.ndarray | None = None) -> None:
+        await self.cache.put.remote(key, value, group, vector)
+
+    async def cache_claim(self, key: str) -> ClaimResult:
+        return await self.cache.claim.remote(key)
+
+    async def cache_release(self, key: str) -> None:
+        await self.cache.release.remote(key)
+
+    async def cache_wait(self, key: str, timeout_s: float) -> CacheHit | None:
+        return await self.cache.wait.remote(key, timeout_s)
 
     async def cache_stats(self) -> dict[str, float]:
         return await self.cache.stats.remote()

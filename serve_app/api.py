@@ -7,22 +7,31 @@ Serve's `__serve_build_asgi_app__`); tests may call it with a Runtime over fakes
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
-from serve_app.errors import APIError, BodySizeLimit, install_error_handlers
+from pydantic import ValidationError
+
+from serve_app.catalog import CatalogService, parse_csv
+from serve_app.core.metrics import Metrics
+from serve_app.errors import APIError, BodySizeLimit, error_body, install_error_handlers
 from serve_app.memory_service import MemoryService
 from serve_app.pipeline import ChatPipeline, Prepared
 from serve_app.protocol import (
     MAX_USER_CHARS,
     TIERS,
+    UserCheck,
     AddMemoriesRequest,
     AddMemoriesResponse,
+    CacheClearRequest,
+    CatalogRequest,
+    CatalogResponse,
     ChatCompletionRequest,
     ConsolidateRequest,
     ForgetResponse,
@@ -43,10 +52,12 @@ from serve_app.protocol import (
     SearchMemoriesRequest,
     SearchMemoriesResponse,
 )
-from serve_app.generation import GenerationResult
+from serve_app.generation import GenerationChunk, GenerationResult, PromptTooLongError
 from serve_app.responses import chain, chat_events, chat_response, completion_events, completion_response
 from serve_app.services import Services
 from serve_app.settings import AppSettings
+
+logger = logging.getLogger(__name__)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -57,6 +68,8 @@ class Runtime:
     services: Services
     pipeline: ChatPipeline
     memory: MemoryService
+    catalog: CatalogService
+    metrics: Metrics
     started: int
 
     def check_model(self, model: str, kind: str = "llm") -> None:
@@ -70,7 +83,7 @@ def runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
-UserQuery = Annotated[str, Query(min_length=1, max_length=MAX_USER_CHARS)]
+UserQuery = Annotated[str, Query(min_length=1, max_length=MAX_USER_CHARS), UserCheck]
 
 
 async def _answer(
@@ -196,7 +209,9 @@ def create_app(rt: Runtime) -> FastAPI:
         return HistoryResponse(id=memory_id, history=[HistoryEntry(**{f: getattr(e, f) for f in HistoryEntry.model_fields}) for e in events])
 
     @app.delete("/v1/users/{user}", response_model=ForgetResponse)
-    async def forget_user(user: Annotated[str, Path(min_length=1, max_length=MAX_USER_CHARS)], rt: RuntimeDep) -> ForgetResponse:
+    async def forget_user(
+        user: Annotated[str, Path(min_length=1, max_length=MAX_USER_CHARS), UserCheck], rt: RuntimeDep
+    ) -> ForgetResponse:
         return ForgetResponse(user=user, seq=await rt.memory.forget(user))
 
     @app.delete("/v1/memories/{memory_id}", response_model=DeletedResponse)
@@ -206,7 +221,89 @@ def create_app(rt: Runtime) -> FastAPI:
             raise _no_memory(memory_id)
         return DeletedResponse(id=memory_id, seq=seq)
 
+    @app.get("/v1/cache/stats")
+    async def cache_stats(rt: RuntimeDep) -> dict[str, Any]:
+        return await rt.services.cache_stats()
+
+    @app.post("/v1/cache/clear")
+    async def cache_clear(rt: RuntimeDep, body: CacheClearRequest | None = None) -> dict[str, Any]:
+        scope = f"user:{body.user}" if body and body.user else None
+        return {"cleared": await rt.services.cache_clear(scope), "scope": scope or "all"}
+
+    @app.post("/v1/catalog", response_model=CatalogResponse)
+    async def load_catalog(request: Request, rt: RuntimeDep) -> CatalogResponse:
+        """JSON `{products: [...]}` or a CSV body (text/csv) with a header row."""
+        raw = await request.body()
+        try:
+            if "csv" in request.headers.get("content-type", ""):
+                products = parse_csv(raw)
+            else:
+                products = CatalogRequest.model_validate_json(raw).products
+        except (ValidationError, ValueError, UnicodeDecodeError) as exc:
+            raise APIError(400, f"invalid catalog: {_first_error(exc)}", "products") from None
+        if not products:
+            raise APIError(400, "the catalog has no products", "products")
+        count, seq = await rt.catalog.load(products)
+        return CatalogResponse(count=count, seq=seq)
+
+    @app.get("/v1/metrics")
+    async def metrics(rt: RuntimeDep) -> dict[str, Any]:
+        return {"operations": rt.metrics.summary()}
+
+    @app.websocket("/ws/chat")
+    async def ws_chat(websocket: WebSocket) -> None:
+        await chat_socket(websocket, websocket.app.state.runtime)
+
     return app
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+    return str(exc)
+
+
+async def chat_socket(websocket: WebSocket, rt: Runtime) -> None:
+    """One chat request per message; token events, then a done event. A bad message gets
+    an error event and the connection stays open for the next one."""
+    await websocket.accept()
+    while True:
+        try:
+            raw = await websocket.receive_text()
+        except WebSocketDisconnect:
+            return
+        try:
+            body = ChatCompletionRequest.model_validate_json(raw)
+            rt.check_model(body.model)
+            prepared = await rt.pipeline.prepare_chat(body)
+            last = None
+            async for chunk in rt.pipeline.stream(prepared):
+                last = chunk
+                if chunk.text:
+                    await websocket.send_json({"type": "token", "content": chunk.text})
+            usage = _usage_dict(last)
+            await websocket.send_json({"type": "done", "finish_reason": last.finish_reason if last else None,
+                                       "usage": usage, "memserve": prepared.info.model_dump()})
+        except WebSocketDisconnect:
+            return
+        except APIError as exc:
+            await websocket.send_json({"type": "error", "error": error_body(exc.status, exc.message, exc.param, exc.code)["error"]})
+        except PromptTooLongError as exc:
+            message = str(getattr(exc, "cause", None) or exc)
+            await websocket.send_json({"type": "error", "error": error_body(400, message, "messages", "context_length_exceeded")["error"]})
+        except ValidationError as exc:
+            await websocket.send_json({"type": "error", "error": error_body(400, _first_error(exc), code="invalid_value")["error"]})
+        except Exception as exc:  # noqa: BLE001 - report, keep the connection
+            logger.exception("websocket chat failed")
+            await websocket.send_json({"type": "error", "error": error_body(500, f"internal error: {exc}")["error"]})
+
+
+def _usage_dict(chunk: GenerationChunk | None) -> dict[str, int]:
+    prompt = chunk.prompt_tokens if chunk else 0
+    completion = chunk.completion_tokens if chunk else 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def _no_memory(memory_id: str) -> APIError:
@@ -221,7 +318,9 @@ def _encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:
 
 
 def build_runtime(settings: AppSettings, services: Services, memory: MemoryService) -> Runtime:
+    catalog = CatalogService(memory.store, services, memory.num_shards)
+    metrics = Metrics()
     return Runtime(
-        settings=settings, services=services, pipeline=ChatPipeline(settings, services, memory), memory=memory,
-        started=int(time.time()),
+        settings=settings, services=services, pipeline=ChatPipeline(settings, services, memory, catalog, metrics),
+        memory=memory, catalog=catalog, metrics=metrics, started=int(time.time()),
     )

@@ -1,9 +1,16 @@
-"""The request path of a completion: cache, memories, prompt, generation, write-back.
+"""The request path of a completion, staged so that independent work runs concurrently.
 
-DESIGN.md's critical path: memory version -> (cache lookup || query embedding) -> memory
-search -> prompt -> LLM stream. Each stage has a deadline; a stage that fails or is late
-is named in `memserve.degraded` and the answer goes on without it. Caching the answer
-and writing the turn back to memory happen after the last token, off the critical path.
+    0  memory version (a local store read; the cache key depends on it)
+    1  exact cache lookup        || query embedding
+    2  semantic cache lookup     || memory search (user's shard) || product decision + catalog search
+    3  single-flight: the first miss of a key generates, identical concurrent misses wait
+    4  prompt -> LLM stream
+       after the last token: cache the answer, write the turn back, record metrics
+
+Every stage has a deadline; a stage that fails or is late is named in
+`memserve.degraded` and the answer goes on without it. With `server.fanout: false` (or
+`memserve.fanout: false`) the stages of a step run one after another instead, which is
+what `benchmarks/bench_fanout.py` compares against.
 """
 
 from __future__ import annotations
@@ -12,18 +19,28 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 
-from serve_app.core.prompt import build_messages
-from serve_app.core.response_cache import cache_key
+from serve_app.catalog import CatalogService
+from serve_app.core.decision import Decision, decide, quick_replies
+from serve_app.core.metrics import Metrics
+from serve_app.core.prompt import build_messages, product_block
+from serve_app.core.response_cache import CacheHit, cache_key, digest
 from serve_app.core.retrieval import SearchFilters
 from serve_app.generation import GenerationChunk, GenerationRequest, GenerationResult
 from serve_app.memory_service import MemoryService
-from serve_app.protocol import ChatCompletionRequest, CompletionRequest, MemoryIn, MemoryUsed, MemserveInfo
+from serve_app.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    MemoryIn,
+    MemoryUsed,
+    MemserveInfo,
+    ProductOut,
+)
 from serve_app.services import Services
 from serve_app.settings import AppSettings
 
@@ -44,21 +61,39 @@ class Prepared:
     info: MemserveInfo
     started: float
     cache_key: str | None = None
+    cache_group: str | None = None
     cached: GenerationResult | None = None
+    leader: bool = False  # this request holds the single-flight claim of its key
     user: str | None = None
     write_back: MemoryIn | None = None
     query_vector: np.ndarray | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+
+
+async def _none() -> None:
+    return None
+
+
+async def run_stages(fanout: bool, *stages: Coroutine[Any, Any, Any]) -> list[Any]:
+    """Concurrently (fan-out) or one after another; same results either way."""
+    if fanout:
+        return list(await asyncio.gather(*stages))
+    return [await stage for stage in stages]
 
 
 class ChatPipeline:
-    def __init__(self, settings: AppSettings, services: Services, memory: MemoryService) -> None:
+    def __init__(
+        self, settings: AppSettings, services: Services, memory: MemoryService, catalog: CatalogService,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
         self.services = services
         self.memory = memory
+        self.catalog = catalog
+        self.metrics = metrics or Metrics()
+        self._prototypes: dict[str, np.ndarray] | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
-    # ------------------------------------------------------------------ stages
+    # ------------------------------------------------------------------ stage helpers
 
     async def _stage(self, p: Prepared, name: str, work: Awaitable[T], timeout_s: float) -> T | None:
         """Run one stage under its deadline; on failure record it as degraded."""
@@ -72,88 +107,150 @@ class ChatPipeline:
         finally:
             p.info.timings_ms[name] = round((time.perf_counter() - started) * 1000, 2)
 
-    async def _cache_lookup(self, p: Prepared) -> GenerationResult | None:
+    async def _cache_get(self, p: Prepared, name: str, **semantic: Any) -> CacheHit | None:
         if p.cache_key is None:
             return None
-        hit = await self._stage(p, "cache_lookup", self.services.cache_get(p.cache_key), self.settings.server.cache_timeout_s)
-        return GenerationResult(**hit) if hit else None
+        return await self._stage(p, name, self.services.cache_get(p.cache_key, **semantic),
+                                 self.settings.server.cache_timeout_s)
+
+    async def _semantic_lookup(self, p: Prepared) -> CacheHit | None:
+        if not self.settings.cache.semantic or p.query_vector is None or p.cache_group is None:
+            return None
+        return await self._cache_get(p, "semantic_cache", group=p.cache_group, vector=p.query_vector,
+                                     min_similarity=self.settings.cache.semantic_threshold)
+
+    async def _memory_search(self, p: Prepared, user: str, k: int, tiers: list[str] | None, query: str) -> list[dict[str, Any]]:
+        if p.query_vector is None:
+            return []
+        filters = SearchFilters(tiers=tiers, min_similarity=self.settings.memory.min_similarity)
+        found = await self._stage(
+            p, "memory_search", self.services.search_memories(user, p.query_vector, k, filters, query_text=query),
+            self.settings.server.search_timeout_s,
+        )
+        return found or []
+
+    async def _prototype_vectors(self) -> dict[str, np.ndarray]:
+        if self._prototypes is None:
+            protos = self.settings.decision.prototypes
+            texts = [t for examples in protos.values() for t in examples]
+            vectors = await self.services.embed(texts)
+            out, start = {}, 0
+            for intent, examples in protos.items():
+                out[intent] = vectors[start:start + len(examples)]
+                start += len(examples)
+            self._prototypes = out
+        return self._prototypes
+
+    async def _decide_and_find_products(self, p: Prepared, query: str) -> list[ProductOut]:
+        async def work() -> tuple[Decision, list[ProductOut]]:
+            categories = await self.catalog.categories()
+            decision = decide(query, p.query_vector, await self._prototype_vectors(), categories, self.settings.decision)
+            products: list[ProductOut] = []
+            if decision.wants_products and categories and p.query_vector is not None:
+                products = await self.catalog.search(query, p.query_vector, decision.constraints,
+                                                     self.settings.decision.max_products)
+            p.info.intent = decision.intent
+            p.info.quick_replies = quick_replies(decision, [x.name for x in products])
+            return decision, products
+
+        result = await self._stage(p, "decision", work(), self.settings.server.decision_timeout_s)
+        return result[1] if result else []
+
+    # ------------------------------------------------------------------ preparing a request
 
     async def _prepare(
-        self,
-        request: ChatCompletionRequest | CompletionRequest,
-        messages: list[dict[str, str]] | None,
-        query: str,
+        self, request: ChatCompletionRequest | CompletionRequest, messages: list[dict[str, str]] | None, query: str
     ) -> Prepared:
-        opts = request.memserve
+        opts, server = request.memserve, self.settings.server
+        fanout = server.fanout if opts.fanout is None else opts.fanout
         user = request.user
         use_memory = bool(user) and opts.memory
-        server = self.settings.server
-        p = Prepared(
-            generation=GenerationRequest(request_id=""),
-            info=MemserveInfo(),
-            started=time.perf_counter(),
-            user=user,
-        )
-        version = 0
-        if use_memory:
-            version = await self._stage(p, "memory_version", self.memory.version(user), server.search_timeout_s) or 0
-        scope = f"user:{user}" if use_memory else SHARED_SCOPE
-        if self.settings.cache.enabled and opts.cache:
-            p.cache_key = cache_key(scope, version, self._cache_payload(request, messages))
+        use_products = self.settings.decision.enabled and opts.products
+        use_cache = self.settings.cache.enabled and opts.cache
+        p = Prepared(generation=GenerationRequest(request_id=""), info=MemserveInfo(), started=time.perf_counter(),
+                     user=user)
 
-        embed = (
-            self._stage(p, "embed", self.services.embed([query]), server.embed_timeout_s) if use_memory else _none()
-        )
-        cached, vectors = await asyncio.gather(self._cache_lookup(p), embed)
+        # 0: the cache key includes the memory version the answer would be built from.
+        version = 0
+        if use_memory and user:
+            version = await self._stage(p, "memory_version", self.memory.version(user), server.search_timeout_s) or 0
+        if use_cache:
+            scope = f"user:{user}" if use_memory else SHARED_SCOPE
+            payload = self._cache_payload(request, messages)
+            p.cache_key = cache_key(scope, version, payload)
+            p.cache_group = f"{scope}:{version}:{digest({**payload, 'messages': None, 'prompt': None})}"
+
+        # 1: exact lookup || embedding.
+        need_vector = use_memory or use_products or (use_cache and self.settings.cache.semantic)
+        embed = self._stage(p, "embed", self.services.embed([query]), server.embed_timeout_s) if need_vector else _none()
+        hit, vectors = await run_stages(fanout, self._cache_get(p, "cache_lookup"), embed)
         if vectors is not None:
             p.query_vector = vectors[0]
-        if cached is not None:
-            p.cached = cached
-            p.info.cached = True
+        if hit is not None:
+            return self._from_cache(p, hit, "exact")
+
+        # 2: semantic lookup || memory search || decision and catalog.
+        k = opts.k or self.settings.memory.default_k
+        semantic, memories, products = await run_stages(
+            fanout,
+            self._semantic_lookup(p),
+            self._memory_search(p, user, k, opts.tiers, query) if use_memory and user else _none(),
+            self._decide_and_find_products(p, query) if use_products else _none(),
+        )
+        if semantic is not None:
+            return self._from_cache(p, semantic, "semantic")
+        memories, products = memories or [], products or []
+        p.info.memories = [MemoryUsed(id=m["id"], text=m["text"], score=m["score"], tier=m["tier"]) for m in memories]
+        p.info.products = products
+
+        # 3: single flight.
+        if p.cache_key is not None and await self._join_flight(p):
             return p
 
-        memories: list[dict[str, Any]] = []
-        if p.query_vector is not None and user:
-            k = opts.k or self.settings.memory.default_k
-            found = await self._stage(
-                p,
-                "memory_search",
-                self.services.search_memories(
-                    user, p.query_vector, k,
-                    SearchFilters(tiers=opts.tiers, min_similarity=self.settings.memory.min_similarity),
-                    query_text=query,
-                ),
-                server.search_timeout_s,
-            )
-            memories = found or []
-        p.info.memories = [MemoryUsed(id=m["id"], text=m["text"], score=m["score"], tier=m["tier"]) for m in memories]
-
+        # 4: the prompt.
+        memory_texts = [m["text"] for m in memories]
+        extra = product_block(products)
         if messages is not None:
-            prompt_messages = build_messages(server.system_prompt, messages, [m["text"] for m in memories])
+            prompt_messages = build_messages(server.system_prompt, messages, memory_texts, extra)
             p.generation = self._generation(request, messages=prompt_messages)
         else:
-            prompt = _completion_prompt(request.prompt, [m["text"] for m in memories])  # type: ignore[union-attr]
-            p.generation = self._generation(request, prompt=prompt)
-
+            p.generation = self._generation(request, prompt=_completion_prompt(query, memory_texts, extra))
         write_back = opts.write_back if opts.write_back is not None else self.settings.memory.write_back
         if use_memory and write_back and p.query_vector is not None:
-            p.write_back = MemoryIn(
-                text=query[: self.settings.memory.max_text_chars],
-                tier=self.settings.memory.write_back_tier,  # type: ignore[arg-type]
-                metadata={"source": "chat"},
-            )
+            p.write_back = MemoryIn(text=query[: self.settings.memory.max_text_chars],
+                                    tier=self.settings.memory.write_back_tier,  # type: ignore[arg-type]
+                                    metadata={"source": "chat"})
+        return p
+
+    async def _join_flight(self, p: Prepared) -> bool:
+        """Claim the key, or wait for the request that holds it. True: answered from it."""
+        assert p.cache_key is not None
+        role = await self._stage(p, "single_flight", self.services.cache_claim(p.cache_key),
+                                 self.settings.server.cache_timeout_s)
+        if role == "leader":
+            p.leader = True
+            return False
+        if role == "follower":
+            started = time.perf_counter()
+            hit = await self.services.cache_wait(p.cache_key, self.settings.cache.single_flight_wait_s)
+            p.info.timings_ms["single_flight_wait"] = round((time.perf_counter() - started) * 1000, 2)
+            if hit is not None:
+                self._from_cache(p, hit, "single_flight")
+                return True
+        return False
+
+    @staticmethod
+    def _from_cache(p: Prepared, hit: CacheHit, kind: str) -> Prepared:
+        p.cached = GenerationResult(**hit.value)
+        p.info.cached, p.info.cache, p.info.cache_similarity = True, kind, hit.similarity  # type: ignore[assignment]
         return p
 
     @staticmethod
     def _generation(request: ChatCompletionRequest | CompletionRequest, **prompt: Any) -> GenerationRequest:
         return GenerationRequest(
-            request_id=f"memserve-{uuid.uuid4().hex}",
-            max_tokens=request.token_budget(),
-            temperature=request.temperature,
-            top_p=request.top_p,
-            stop=request.stop,  # type: ignore[arg-type]
-            seed=request.seed,
-            **prompt,
+            request_id=f"memserve-{uuid.uuid4().hex}", max_tokens=request.token_budget(),
+            temperature=request.temperature, top_p=request.top_p, stop=request.stop,  # type: ignore[arg-type]
+            seed=request.seed, **prompt,
         )
 
     @staticmethod
@@ -166,6 +263,7 @@ class ChatPipeline:
             "prompt": getattr(request, "prompt", None),
             "sampling": [request.temperature, request.top_p, request.token_budget(), request.stop, request.seed],
             "memory": [request.memserve.memory, request.memserve.k, request.memserve.tiers],
+            "products": request.memserve.products,
         }
 
     # ------------------------------------------------------------------ public entry points
@@ -179,40 +277,46 @@ class ChatPipeline:
 
     async def stream(self, p: Prepared) -> AsyncIterator[GenerationChunk]:
         """Yield the answer's chunks (from the cache or the LLM), then finish the request's
-        side work. The caller must drain it; `p.info` is complete afterwards."""
+        side work. `p.info` is complete once the stream is drained."""
         if p.cached is not None:
             for text in p.cached.chunks:
                 yield GenerationChunk(text=text)
-            yield GenerationChunk(
-                text="", finish_reason=p.cached.finish_reason,
-                prompt_tokens=p.cached.prompt_tokens, completion_tokens=p.cached.completion_tokens,
-            )
-            self._finish_timings(p)
+            yield GenerationChunk(text="", finish_reason=p.cached.finish_reason,
+                                  prompt_tokens=p.cached.prompt_tokens, completion_tokens=p.cached.completion_tokens)
+            self._finish(p)
             return
-
         chunks: list[GenerationChunk] = []
-        first_token_at: float | None = None
-        gen_started = time.perf_counter()
-        async for chunk in self.services.generate(p.generation):
-            if first_token_at is None:
-                first_token_at = time.perf_counter()
-                p.info.timings_ms["ttft"] = round((first_token_at - p.started) * 1000, 2)
-            chunks.append(chunk)
-            yield chunk
-        p.info.timings_ms["generation"] = round((time.perf_counter() - gen_started) * 1000, 2)
-        self._finish_timings(p)
-        self._after_answer(p, GenerationResult.collect(chunks))
+        stored = False
+        try:
+            gen_started = time.perf_counter()
+            async for chunk in self.services.generate(p.generation):
+                if not chunks:
+                    p.info.timings_ms["ttft"] = round((time.perf_counter() - p.started) * 1000, 2)
+                chunks.append(chunk)
+                yield chunk
+            p.info.timings_ms["generation"] = round((time.perf_counter() - gen_started) * 1000, 2)
+            stored = self._after_answer(p, GenerationResult.collect(chunks))
+            self._finish(p)
+        finally:
+            if p.leader and not stored and p.cache_key is not None:
+                self._spawn(self.services.cache_release(p.cache_key))  # followers generate themselves
 
-    @staticmethod
-    def _finish_timings(p: Prepared) -> None:
+    def _finish(self, p: Prepared) -> None:
         p.info.timings_ms["total"] = round((time.perf_counter() - p.started) * 1000, 2)
+        self.metrics.observe_all(p.info.timings_ms, prefix="stage.")
+        self.metrics.observe("request.cached" if p.info.cached else "request.generated", p.info.timings_ms["total"])
 
-    def _after_answer(self, p: Prepared, result: GenerationResult) -> None:
-        """Cache the answer and write the turn back, off the critical path."""
+    def _after_answer(self, p: Prepared, result: GenerationResult) -> bool:
+        """Cache the answer and write the turn back, off the critical path. True if the
+        answer goes to the cache (which also releases the single-flight claim)."""
+        stored = False
         if p.cache_key and result.finish_reason in CACHEABLE_FINISH:
-            self._spawn(self.services.cache_put(p.cache_key, _as_cacheable(result)))
+            self._spawn(self.services.cache_put(p.cache_key, _as_cacheable(result), group=p.cache_group,
+                                                vector=p.query_vector))
+            stored = True
         if p.write_back is not None and p.user and p.query_vector is not None:
             self._spawn(self.memory.add(p.user, [p.write_back], p.query_vector.reshape(1, -1)))
+        return stored
 
     def _spawn(self, work: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(work)
@@ -226,10 +330,6 @@ class ChatPipeline:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
 
-async def _none() -> None:
-    return None
-
-
 def _as_cacheable(result: GenerationResult) -> dict[str, Any]:
     return {
         "text": result.text, "finish_reason": result.finish_reason, "prompt_tokens": result.prompt_tokens,
@@ -237,11 +337,10 @@ def _as_cacheable(result: GenerationResult) -> dict[str, Any]:
     }
 
 
-def _completion_prompt(prompt: str, memories: list[str]) -> str:
-    if not memories:
-        return prompt
+def _completion_prompt(prompt: str, memories: list[str], extra: str) -> str:
     notes = "\n".join(f"- {m}" for m in memories)
-    return f"Relevant notes:\n{notes}\n\n{prompt}"
+    head = "\n\n".join(x for x in (f"Relevant notes:\n{notes}" if memories else "", extra) if x)
+    return f"{head}\n\n{prompt}" if head else prompt
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -9,15 +9,31 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TIERS = ("working", "short_term", "long_term", "episodic", "semantic")
 Tier = Literal["working", "short_term", "long_term", "episodic", "semantic"]
 
 MAX_K = 50
 MAX_USER_CHARS = 256
+SYSTEM_PREFIX = "__"
+
+
+def check_user(user: str | None) -> str | None:
+    """Ids starting with "__" name system namespaces (the product catalog); no caller
+    may read or write them. Control characters are refused too."""
+    if user is None:
+        return None
+    if user.startswith(SYSTEM_PREFIX):
+        raise ValueError(f"user ids may not start with {SYSTEM_PREFIX!r}")
+    if any(ord(c) < 32 for c in user):
+        raise ValueError("user ids may not contain control characters")
+    return user
+
+
+UserCheck = AfterValidator(check_user)
 
 
 def new_id(prefix: str) -> str:
@@ -55,6 +71,8 @@ class MemserveOptions(OpenAIModel):
     write_back: bool | None = None
     tiers: list[Tier] | None = None
     cache: bool = True
+    products: bool = True
+    fanout: bool | None = Field(default=None, description="override server.fanout (benchmarks)")
 
 
 class MemoryUsed(BaseModel):
@@ -64,11 +82,26 @@ class MemoryUsed(BaseModel):
     tier: str
 
 
+class ProductOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    category: str
+    price: float
+    tags: list[str]
+    score: float
+
+
 class MemserveInfo(BaseModel):
     """The `memserve` object of a response: what memory did and how long each stage took."""
 
     memories: list[MemoryUsed] = Field(default_factory=list)
+    products: list[ProductOut] = Field(default_factory=list)
+    quick_replies: list[str] = Field(default_factory=list)
+    intent: str | None = None
     cached: bool = False
+    cache: Literal["exact", "semantic", "single_flight"] | None = None
+    cache_similarity: float | None = None
     degraded: list[str] = Field(default_factory=list)
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
@@ -108,7 +141,7 @@ class SamplingFields(OpenAIModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1, le=1, description="memserve generates one choice")
-    user: str | None = Field(default=None, min_length=1, max_length=MAX_USER_CHARS)
+    user: Annotated[str | None, UserCheck] = Field(default=None, min_length=1, max_length=MAX_USER_CHARS)
     memserve: MemserveOptions = Field(default_factory=MemserveOptions)
 
     @field_validator("stop")
@@ -294,7 +327,7 @@ class MemoryIn(OpenAIModel):
 class AddMemoriesRequest(OpenAIModel):
     """One memory (`text` or chat `messages`) or a batch (`memories`)."""
 
-    user: str = Field(min_length=1, max_length=MAX_USER_CHARS)
+    user: Annotated[str, UserCheck] = Field(min_length=1, max_length=MAX_USER_CHARS)
     text: str | None = None
     messages: list[ChatMessage] | None = None
     memories: list[MemoryIn] | None = Field(default=None, max_length=1000)
@@ -337,7 +370,7 @@ class MemoryFilters(OpenAIModel):
 
 
 class SearchMemoriesRequest(OpenAIModel):
-    user: str = Field(min_length=1, max_length=MAX_USER_CHARS)
+    user: Annotated[str, UserCheck] = Field(min_length=1, max_length=MAX_USER_CHARS)
     query: str = Field(min_length=1)
     k: int = Field(default=5, ge=1, le=MAX_K)
     tiers: list[Tier] | None = None
@@ -346,7 +379,7 @@ class SearchMemoriesRequest(OpenAIModel):
 
 
 class UpdateMemoryRequest(OpenAIModel):
-    user: str = Field(min_length=1, max_length=MAX_USER_CHARS)
+    user: Annotated[str, UserCheck] = Field(min_length=1, max_length=MAX_USER_CHARS)
     text: str | None = Field(default=None, min_length=1)
     importance: float | None = Field(default=None, ge=0.0, le=1.0)
     metadata: dict[str, Any] | None = None
@@ -426,6 +459,32 @@ class DeletedResponse(BaseModel):
     id: str
     deleted: bool = True
     seq: int
+
+
+class Product(OpenAIModel):
+    name: str = Field(min_length=1, max_length=300)
+    description: str = Field(default="", max_length=4000)
+    category: str = Field(default="", max_length=200)
+    price: float = Field(ge=0)
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _split_tags(cls, v: Any) -> Any:
+        return [t.strip() for t in v.replace(";", ",").split(",") if t.strip()] if isinstance(v, str) else v
+
+
+class CatalogRequest(OpenAIModel):
+    products: list[Product] = Field(min_length=1, max_length=10_000)
+
+
+class CatalogResponse(BaseModel):
+    count: int
+    seq: int
+
+
+class CacheClearRequest(OpenAIModel):
+    user: Annotated[str | None, UserCheck] = Field(default=None, min_length=1, max_length=MAX_USER_CHARS)
 
 
 class HealthResponse(BaseModel):

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.core.consolidation import ConsolidationSettings
+from serve_app.core.decision import DecisionSettings
 from serve_app.core.scoring import ScoringSettings
 from serve_app.core.store import MemoryStore
 from serve_app.core.stores import open_store
@@ -76,8 +77,16 @@ class VectorSearchSettings(_Section):
 
 class CacheSettings(_Section):
     enabled: bool = True
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = None
     ttl_s: float = Field(default=900.0, gt=0)
     max_entries: int = Field(default=10_000, ge=1)
+    # Semantic layer: a request this similar to a cached one (same scope, model, sampling
+    # and memory version) gets its answer; off by default.
+    semantic: bool = False
+    semantic_threshold: float = Field(default=0.95, gt=0, le=1)
+    # Single-flight: how long followers wait for the leader's answer before generating.
+    single_flight_wait_s: float = 60.0
 
 
 class MemorySettings(_Section):
@@ -103,9 +112,14 @@ class ServerSettings(_Section):
     embed_timeout_s: float = 5.0
     search_timeout_s: float = 5.0
     cache_timeout_s: float = 1.0
+    decision_timeout_s: float = 2.0
+    # Independent stages run concurrently; false runs them one after another (for
+    # benchmarks and debugging; a request may also send memserve.fanout).
+    fanout: bool = True
 
 
 class AppSettings(_Section):
+    decision: DecisionSettings = Field(default_factory=DecisionSettings)
     data_dir: str = "./data"
     llm: LLMSettings = Field(default_factory=LLMSettings)
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)

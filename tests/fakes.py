@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from serve_app.core.index import ShardIndex, shard_for
-from serve_app.core.response_cache import ResponseCache
+from serve_app.core.response_cache import CacheHit, ClaimResult, InProcessCache
 from serve_app.core.retrieval import SearchFilters, as_result, nearest_memories, search_user_memories
 from serve_app.core.sqlite_store import SQLiteMemoryStore
 from serve_app.maintenance import TierMaintainer
@@ -39,7 +39,8 @@ class FakeServices:
     def __init__(self, store_path: Path, num_shards: int = 2) -> None:
         self.store = SQLiteMemoryStore(store_path)
         self.shards = [ShardIndex(self.store, i, DIM, 10) for i in range(num_shards)]
-        self.cache = ResponseCache(100, 60)
+        self.cache = InProcessCache(100, 60)
+        self.generate_delay_s = 0.0
         self.generations = 0
         self.embed_delay_s = 0.0
         self.fail_search = False
@@ -71,6 +72,7 @@ class FakeServices:
         self.last_request = request
         if request.max_tokens and request.max_tokens > 1000:
             raise PromptTooLongError("too long")
+        await asyncio.sleep(self.generate_delay_s)
         system = (request.messages or [{"content": request.prompt or ""}])[0]["content"]
         words = ["echo:"] + [line for line in system.splitlines() if line.startswith("- ")]
         for i, word in enumerate(words):
@@ -80,17 +82,28 @@ class FakeServices:
                 prompt_tokens=7, completion_tokens=i + 1,
             )
 
-    async def cache_get(self, key: str) -> Any | None:
-        return self.cache.get(key)
+    async def cache_get(self, key: str, group: str | None = None, vector: np.ndarray | None = None,
+                        min_similarity: float = 1.0) -> CacheHit | None:
+        return await self.cache.get(key, group, vector, min_similarity)
 
-    async def cache_put(self, key: str, value: Any) -> None:
-        self.cache.put(key, value)
+    async def cache_put(self, key: str, value: dict[str, Any], group: str | None = None,
+                        vector: np.ndarray | None = None) -> None:
+        await self.cache.put(key, value, group, vector)
+
+    async def cache_claim(self, key: str) -> ClaimResult:
+        return await self.cache.claim(key)
+
+    async def cache_release(self, key: str) -> None:
+        await self.cache.release(key)
+
+    async def cache_wait(self, key: str, timeout_s: float) -> CacheHit | None:
+        return await self.cache.wait(key, timeout_s)
 
     async def cache_stats(self) -> dict[str, float]:
-        return self.cache.stats()
+        return await self.cache.stats()
 
     async def cache_clear(self, scope: str | None) -> int:
-        return self.cache.clear(scope)
+        return await self.cache.clear(scope)
 
     async def consolidate(self, user: str | None) -> dict[str, int]:
         return self.maintainer.run(user)

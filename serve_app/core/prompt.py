@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 def memory_block(memories: Sequence[str]) -> str:
@@ -12,16 +13,23 @@ def memory_block(memories: Sequence[str]) -> str:
     return f"Things you know about this user from earlier conversations:\n{lines}"
 
 
+def product_block(products: Sequence[Any]) -> str:
+    """Products the answer may recommend (objects with name, price, category, description)."""
+    if not products:
+        return ""
+    lines = "\n".join(f"- {p.name} (${p.price:g}, {p.category}): {p.description}" for p in products)
+    return f"Products from our catalog you may recommend:\n{lines}"
+
+
 def build_messages(
-    system_prompt: str, messages: Sequence[dict[str, str]], memories: Sequence[str]
+    system_prompt: str, messages: Sequence[dict[str, str]], memories: Sequence[str], extra: str = ""
 ) -> list[dict[str, str]]:
-    """Merge the service prompt, the memories and any system turns of the caller into one
-    leading system message (small chat templates handle a single system turn best)."""
+    """Merge the service prompt, the memories, any extra context (products) and the
+    caller's system turns into one leading system message (small chat templates handle
+    a single system turn best)."""
     system_parts = [system_prompt] if system_prompt else []
     system_parts += [m["content"] for m in messages if m["role"] in ("system", "developer") and m["content"]]
-    block = memory_block(memories)
-    if block:
-        system_parts.append(block)
+    system_parts += [block for block in (memory_block(memories), extra) if block]
     turns = [
         {"role": m["role"], "content": m["content"]}
         for m in messages

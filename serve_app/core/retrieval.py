@@ -21,6 +21,7 @@ OVERFETCH = 4
 class SearchFilters:
     tiers: Collection[str] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)  # equality on each key
+    ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)  # numeric min/max
     created_after: float | None = None
     created_before: float | None = None
     min_similarity: float = -1.0
@@ -34,11 +35,19 @@ class SearchFilters:
             return False
         if self.created_before is not None and record.created_at > self.created_before:
             return False
-        return all(record.metadata.get(k) == v for k, v in self.metadata.items())
+        if not all(record.metadata.get(k) == v for k, v in self.metadata.items()):
+            return False
+        return all(_within(record.metadata.get(k), low, high) for k, (low, high) in self.ranges.items())
 
     @property
     def selective(self) -> bool:
-        return bool(self.tiers or self.metadata or self.created_after or self.created_before)
+        return bool(self.tiers or self.metadata or self.ranges or self.created_after or self.created_before)
+
+
+def _within(value: Any, low: float | None, high: float | None) -> bool:
+    if not isinstance(value, (int, float)):
+        return False
+    return (low is None or value >= low) and (high is None or value <= high)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ consolidation, caps, expiry."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi.testclient import TestClient
@@ -86,7 +87,7 @@ def test_forget_user_leaves_nothing_anywhere(client: TestClient, services: FakeS
     chat = {"model": MODEL, "user": "alice", "messages": [{"role": "user", "content": "address?"}],
             "memserve": {"write_back": False}}
     client.post("/v1/chat/completions", json=chat)
-    assert services.cache.stats()["entries"] == 1
+    assert asyncio.run(services.cache.stats())["entries"] == 1
     forgotten = client.delete("/v1/users/alice").json()
     assert forgotten["deleted"] and forgotten["seq"] > 0
     assert client.get("/v1/memories", params={"user": "alice"}).json()["data"] == []
@@ -95,7 +96,7 @@ def test_forget_user_leaves_nothing_anywhere(client: TestClient, services: FakeS
         assert client.get(f"/v1/memories/{memory_id}", params={"user": "alice"}).status_code == 404
         assert client.get(f"/v1/memories/{memory_id}/history", params={"user": "alice"}).status_code == 404
     assert client.get("/v1/memories/stats", params={"user": "alice"}).json()["total"] == 0
-    assert services.cache.stats()["entries"] == 0
+    assert asyncio.run(services.cache.stats())["entries"] == 0
     answer = client.post("/v1/chat/completions", json=chat).json()
     assert answer["memserve"]["memories"] == [] and not answer["memserve"]["cached"]
     assert [m["text"] for m in client.get("/v1/memories", params={"user": "bob"}).json()["data"]] == ["bob's note"]

@@ -1,0 +1,134 @@
+"""Response cache on Redis, shared by every Cache replica (and so every Orchestrator).
+
+Entries are `:c:<key>` strings with a TTL; `:lru` is a zset of keys by last use, trimmed
+to `max_entries` (oldest first); `:g:<group>` hashes hold the semantic layer's vectors;
+`:f:<key>` is a single-flight claim (SET NX with an expiry); `:stats` holds counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from serve_app.core.response_cache import CacheHit, ClaimResult
+
+POLL_S = 0.005
+
+
+class RedisCache:
+    def __init__(self, url: str, max_entries: int, ttl_s: float, prefix: str = "memserve-cache",
+                 claim_ttl_s: float = 120.0) -> None:
+        self.r = aioredis.Redis.from_url(url)
+        self.p = prefix
+        self.max_entries = max_entries
+        self.ttl_ms = int(ttl_s * 1000)
+        self.claim_ttl_ms = int(claim_ttl_s * 1000)
+
+    def _entry(self, key: str) -> str:
+        return f"{self.p}:c:{key}"
+
+    async def _count(self, field: str, n: int = 1) -> None:
+        await self.r.hincrby(f"{self.p}:stats", field, n)
+
+    async def get(self, key: str, group: str | None = None, vector: np.ndarray | None = None,
+                  min_similarity: float = 1.0) -> CacheHit | None:
+        raw = await self.r.get(self._entry(key))
+        if raw is not None:
+            await self.r.zadd(f"{self.p}:lru", {key: time.time()})
+            await self._count("hits")
+            return CacheHit(json.loads(raw))
+        if group is not None and vector is not None:
+            hit = await self._semantic(group, vector, min_similarity)
+            if hit is not None:
+                await self._count("semantic_hits")
+                return hit
+        await self._count("misses")
+        return None
+
+    async def _semantic(self, group: str, vector: np.ndarray, min_similarity: float) -> CacheHit | None:
+        members = await self.r.hgetall(f"{self.p}:g:{group}")
+        ranked = sorted(
+            ((float(np.dot(vector, np.frombuffer(v, dtype=np.float32))), k.decode()) for k, v in members.items()),
+            reverse=True,
+        )
+        for similarity, key in ranked:
+            if similarity < min_similarity:
+                return None
+            raw = await self.r.get(self._entry(key))
+            if raw is not None:
+                return CacheHit(json.loads(raw), round(similarity, 4))
+            await self.r.hdel(f"{self.p}:g:{group}", key)  # expired or evicted
+        return None
+
+    async def put(self, key: str, value: dict[str, Any], group: str | None = None,
+                  vector: np.ndarray | None = None) -> None:
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.set(self._entry(key), json.dumps(value), px=self.ttl_ms)
+            pipe.zadd(f"{self.p}:lru", {key: time.time()})
+            if group is not None and vector is not None:
+                pipe.hset(f"{self.p}:g:{group}", key, np.asarray(vector, dtype=np.float32).tobytes())
+                pipe.pexpire(f"{self.p}:g:{group}", self.ttl_ms)
+            pipe.delete(f"{self.p}:f:{key}")
+            await pipe.execute()
+        await self._trim()
+
+    async def _trim(self) -> None:
+        excess = await self.r.zcard(f"{self.p}:lru") - self.max_entries
+        if excess > 0:
+            oldest = [k.decode() for k, _ in await self.r.zpopmin(f"{self.p}:lru", excess)]
+            await self.r.delete(*[self._entry(k) for k in oldest])
+            await self._count("evictions", len(oldest))
+
+    async def claim(self, key: str) -> ClaimResult:
+        won = await self.r.set(f"{self.p}:f:{key}", "1", nx=True, px=self.claim_ttl_ms)
+        return "leader" if won else "follower"
+
+    async def release(self, key: str) -> None:
+        await self.r.delete(f"{self.p}:f:{key}")
+
+    async def wait(self, key: str, timeout_s: float) -> CacheHit | None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            raw = await self.r.get(self._entry(key))
+            if raw is not None:
+                await self._count("dedup_hits")
+                return CacheHit(json.loads(raw))
+            if not await self.r.exists(f"{self.p}:f:{key}"):
+                return None  # the leader gave up: generate yourself
+            await asyncio.sleep(POLL_S)
+        return None
+
+    async def clear(self, scope: str | None = None) -> int:
+        pattern = f"{scope}:*" if scope else "*"
+        removed = 0
+        async for name in self.r.scan_iter(match=f"{self.p}:c:{pattern}", count=1000):
+            removed += await self.r.delete(name)
+            await self.r.zrem(f"{self.p}:lru", name.decode().removeprefix(f"{self.p}:c:"))
+        async for name in self.r.scan_iter(match=f"{self.p}:g:{pattern}", count=1000):
+            await self.r.delete(name)
+        return removed
+
+    async def stats(self) -> dict[str, float]:
+        # Drop LRU members whose entries expired, so `entries` counts live answers.
+        members = [k.decode() for k in await self.r.zrange(f"{self.p}:lru", 0, -1)]
+        if members:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for k in members:
+                    pipe.exists(self._entry(k))
+                flags = await pipe.execute()
+            dead = [k for k, alive in zip(members, flags) if not alive]
+            if dead:
+                await self.r.zrem(f"{self.p}:lru", *dead)
+        counts = {k.decode(): int(v) for k, v in (await self.r.hgetall(f"{self.p}:stats")).items()}
+        hits, semantic, misses = counts.get("hits", 0), counts.get("semantic_hits", 0), counts.get("misses", 0)
+        total = hits + semantic + misses
+        return {
+            "hits": hits, "semantic_hits": semantic, "misses": misses, "dedup_hits": counts.get("dedup_hits", 0),
+            "evictions": counts.get("evictions", 0), "entries": await self.r.zcard(f"{self.p}:lru"),
+            "hit_rate": round((hits + semantic) / total, 4) if total else 0.0,
+        }
