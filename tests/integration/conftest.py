@@ -38,6 +38,7 @@ def write_config(tmp: Path, port: int, redis_url: str | None) -> Path:
     app["args"]["data_dir"] = str(tmp / "data")
     if redis_url:
         app["args"]["store"] = {"backend": "redis", "redis_url": redis_url, "redis_prefix": "e2e"}
+        app["args"]["cache"] = {"backend": "redis", "redis_url": redis_url}
     for deployment in app["deployments"]:
         if deployment["name"].startswith("VectorSearch_"):
             deployment["num_replicas"] = 2
