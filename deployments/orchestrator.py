@@ -18,7 +18,6 @@ from serve_app.core.index import shard_for
 from serve_app.core.response_cache import CacheHit, ClaimResult
 from serve_app.core.retrieval import SearchFilters
 from serve_app.generation import GenerationChunk, GenerationRequest
-from serve_app.memory_service import MemoryService
 from serve_app.settings import AppSettings
 
 logger = logging.getLogger("ray.serve")
@@ -103,8 +102,7 @@ class Orchestrator:
         consolidator: DeploymentHandle,
     ) -> None:
         services = HandleServices(embedder, shards, llm, cache, consolidator)
-        memory = MemoryService(settings.open_store(), services, len(shards), settings.memory)
-        self.runtime = build_runtime(settings, services, memory)
+        self.runtime = build_runtime(settings, services, settings.open_store(), len(shards))
         logger.info("Orchestrator ready: %d shards", len(shards))
 
     def __serve_build_asgi_app__(self) -> FastAPI:

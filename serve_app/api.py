@@ -21,7 +21,9 @@ from pydantic import ValidationError
 from serve_app.catalog import CatalogService, parse_csv
 from serve_app.core.metrics import Metrics
 from serve_app.errors import APIError, BodySizeLimit, error_body, install_error_handlers
+from serve_app.core.store import MemoryStore
 from serve_app.memory_service import MemoryService
+from serve_app.near_cache import NearCacheServices
 from serve_app.pipeline import ChatPipeline, Prepared
 from serve_app.protocol import (
     MAX_USER_CHARS,
@@ -317,8 +319,12 @@ def _encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:
     return [float(x) for x in vector]
 
 
-def build_runtime(settings: AppSettings, services: Services, memory: MemoryService) -> Runtime:
-    catalog = CatalogService(memory.store, services, memory.num_shards)
+def build_runtime(settings: AppSettings, services: Services, store: MemoryStore, num_shards: int) -> Runtime:
+    """Wire the request logic of one replica over the given services (handles or fakes)."""
+    if settings.cache.local_ttl_s > 0:
+        services = NearCacheServices(services, settings.cache.local_max_entries, settings.cache.local_ttl_s)
+    memory = MemoryService(store, services, num_shards, settings.memory)
+    catalog = CatalogService(store, services, num_shards)
     metrics = Metrics()
     return Runtime(
         settings=settings, services=services, pipeline=ChatPipeline(settings, services, memory, catalog, metrics),

@@ -180,14 +180,14 @@ class ChatPipeline:
             p.cache_key = cache_key(scope, version, payload)
             p.cache_group = f"{scope}:{version}:{digest({**payload, 'messages': None, 'prompt': None})}"
 
-        # 1: exact lookup || embedding.
+        # 1: exact lookup || embedding. A hit answers at once: the embedding is dropped.
         need_vector = use_memory or use_products or (use_cache and self.settings.cache.semantic)
         embed = self._stage(p, "embed", self.services.embed([query]), server.embed_timeout_s) if need_vector else _none()
-        hit, vectors = await run_stages(fanout, self._cache_get(p, "cache_lookup"), embed)
-        if vectors is not None:
-            p.query_vector = vectors[0]
+        hit, vectors = await self._lookup_beside(fanout, self._cache_get(p, "cache_lookup"), embed)
         if hit is not None:
             return self._from_cache(p, hit, "exact")
+        if vectors is not None:
+            p.query_vector = vectors[0]
 
         # 2: semantic lookup || memory search || decision and catalog.
         k = opts.k or self.settings.memory.default_k
@@ -221,6 +221,22 @@ class ChatPipeline:
                                     tier=self.settings.memory.write_back_tier,  # type: ignore[arg-type]
                                     metadata={"source": "chat"})
         return p
+
+    @staticmethod
+    async def _lookup_beside(fanout: bool, lookup: Coroutine[Any, Any, T], other: Coroutine[Any, Any, Any]) -> tuple[T | None, Any]:
+        """Run `other` beside the lookup; if the lookup finds something, cancel `other`."""
+        if not fanout:
+            found = await lookup
+            if found is not None:
+                other.close()
+                return found, None
+            return None, await other
+        other_task = asyncio.ensure_future(other)
+        found = await lookup
+        if found is not None:
+            other_task.cancel()
+            return found, None
+        return None, await other_task
 
     async def _join_flight(self, p: Prepared) -> bool:
         """Claim the key, or wait for the request that holds it. True: answered from it."""

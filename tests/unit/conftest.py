@@ -30,5 +30,5 @@ def memory(settings: AppSettings, services: FakeServices) -> MemoryService:
 
 
 @pytest.fixture
-def client(settings: AppSettings, services: FakeServices, memory: MemoryService) -> TestClient:
-    return TestClient(create_app(build_runtime(settings, services, memory)))
+def client(settings: AppSettings, services: FakeServices) -> TestClient:
+    return TestClient(create_app(build_runtime(settings, services, services.store, len(services.shards))))

@@ -154,3 +154,15 @@ def test_websocket_round_trip_and_bad_messages(client: TestClient) -> None:
                 events.append(ws.receive_json())
             assert events[0]["type"] == "token" and events[-1]["usage"]["completion_tokens"] >= 1
             assert "timings_ms" in events[-1]["memserve"]
+
+
+async def test_near_cache_answers_locally_and_clears(services: FakeServices) -> None:
+    from serve_app.near_cache import NearCacheServices
+
+    near = NearCacheServices(services, max_entries=10, ttl_s=60)
+    await near.cache_put("user:a:1:k", {"text": "x"})
+    await services.cache.clear()  # the shared cache lost it: the near cache still answers
+    assert (await near.cache_get("user:a:1:k")).value == {"text": "x"}
+    assert (await near.cache_stats())["near_hits"] == 1
+    await near.cache_clear("user:a")
+    assert await near.cache_get("user:a:1:k") is None
