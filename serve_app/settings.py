@@ -88,7 +88,7 @@ class CacheSettings(_Section):
     # Single-flight: how long followers wait for the leader's answer before generating.
     single_flight_wait_s: float = 60.0
     # Per-Orchestrator near cache of exact hits (serve_app/near_cache.py); 0 turns it off.
-    local_ttl_s: float = Field(default=10.0, ge=0)
+    local_ttl_s: float = Field(default=60.0, ge=0)
     local_max_entries: int = Field(default=2048, ge=1)
 
 
