@@ -7,7 +7,8 @@ Gives a user 200 memories and loads a small product catalog, then sends the same
 requests (memory search, product decision and catalog search all active; response cache
 bypassed) twice each, interleaved: once with the stages fanned out (the default) and
 once with `memserve.fanout: false`, which runs the same stages one after another.
-Prints time to first token and total latency (8-token answers), p50/p95 and ratios.
+Prints the server-side time until the prompt is ready (`prepare`, what fan-out changes),
+time to first token and total latency (8-token answers), p50/p95 and ratios.
 """
 
 from __future__ import annotations
@@ -45,21 +46,25 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def one(client: httpx.AsyncClient, user: str, question: str, fanout: bool) -> tuple[float, float]:
+async def one(client: httpx.AsyncClient, user: str, question: str, fanout: bool) -> tuple[float, float, float]:
     body = {"model": MODEL, "user": user, "max_tokens": 8, "temperature": 0, "stream": True,
             "messages": [{"role": "user", "content": question}],
             "memserve": {"cache": False, "write_back": False, "fanout": fanout}}
     started = time.perf_counter()
     first = None
+    prepare = 0.0
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
-            if first is None and line.startswith("data: {"):
-                event = json.loads(line[6:])
-                if any(c["delta"].get("content") for c in event.get("choices", [])):
-                    first = time.perf_counter()
+            if not line.startswith("data: {"):
+                continue
+            event = json.loads(line[6:])
+            if first is None and any(c["delta"].get("content") for c in event.get("choices", [])):
+                first = time.perf_counter()
+            if event.get("memserve"):
+                prepare = event["memserve"]["timings_ms"]["prepare"]
     end = time.perf_counter()
-    return ((first or end) - started) * 1000, (end - started) * 1000
+    return prepare, ((first or end) - started) * 1000, (end - started) * 1000
 
 
 async def main() -> None:
@@ -75,19 +80,19 @@ async def main() -> None:
         (await client.post("/v1/catalog", json={"products": CATALOG})).raise_for_status()
         for fanout in (True, False):  # warm both paths
             await one(client, user, "hello", fanout)
-        results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+        results: dict[bool, list[tuple[float, float, float]]] = {True: [], False: []}
         for i in range(args.requests):
             question = f"{QUESTIONS[i % len(QUESTIONS)]} ({i})"
             for fanout in ((True, False) if i % 2 else (False, True)):  # alternate the order
                 results[fanout].append(await one(client, user, question, fanout))
         await client.delete(f"/v1/users/{user}")
     print(f"\n{args.requests} requests each way (memory search + product decision + catalog, cache bypassed), ms")
-    print(f"{'mode':<12}{'ttft p50':>10}{'ttft p95':>10}{'total p50':>11}{'total p95':>11}")
+    print("prepare = request start to prompt ready (server side); ttft and total seen by the client")
+    print(f"{'mode':<12}{'prep p50':>10}{'prep p95':>10}{'ttft p50':>10}{'ttft p95':>10}{'total p50':>11}{'total p95':>11}")
     rows = {}
     for fanout, name in ((True, "fan-out"), (False, "sequential")):
-        ttft = [t for t, _ in results[fanout]]
-        total = [t for _, t in results[fanout]]
-        rows[name] = (statistics.median(ttft), pct(ttft, 0.95), statistics.median(total), pct(total, 0.95))
+        cols = list(zip(*results[fanout]))
+        rows[name] = tuple(v for col in cols for v in (statistics.median(col), pct(list(col), 0.95)))
         print(f"{name:<12}" + "".join(f"{v:>10.1f} " for v in rows[name]))
     ratio = [s / f for f, s in zip(rows["fan-out"], rows["sequential"])]
     print(f"{'seq/fan':<12}" + "".join(f"{v:>10.2f} " for v in ratio))

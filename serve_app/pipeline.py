@@ -3,7 +3,8 @@
     0  memory version (a local store read; the cache key depends on it)
     1  exact cache lookup        || query embedding
     2  semantic cache lookup     || memory search (user's shard) || product decision + catalog search
-    3  single-flight: the first miss of a key generates, identical concurrent misses wait
+       (stage 2 also claims the key: the first miss generates, identical concurrent
+    3  misses wait for its answer: single-flight)
     4  prompt -> LLM stream
        after the last token: cache the answer, write the turn back, record metrics
 
@@ -189,22 +190,26 @@ class ChatPipeline:
         if vectors is not None:
             p.query_vector = vectors[0]
 
-        # 2: semantic lookup || memory search || decision and catalog.
+        # 2: semantic lookup || memory search || decision and catalog || single-flight claim.
         k = opts.k or self.settings.memory.default_k
-        semantic, memories, products = await run_stages(
+        semantic, memories, products, role = await run_stages(
             fanout,
             self._semantic_lookup(p),
             self._memory_search(p, user, k, opts.tiers, query) if use_memory and user else _none(),
             self._decide_and_find_products(p, query) if use_products else _none(),
+            self._claim(p),
         )
         if semantic is not None:
+            if role == "leader":
+                self._spawn(self.services.cache_release(p.cache_key))  # type: ignore[arg-type]
             return self._from_cache(p, semantic, "semantic")
         memories, products = memories or [], products or []
         p.info.memories = [MemoryUsed(id=m["id"], text=m["text"], score=m["score"], tier=m["tier"]) for m in memories]
         p.info.products = products
 
-        # 3: single flight.
-        if p.cache_key is not None and await self._join_flight(p):
+        # 3: single flight: a follower waits for the leader's answer.
+        p.leader = role == "leader"
+        if role == "follower" and await self._follow(p):
             return p
 
         # 4: the prompt.
@@ -220,6 +225,7 @@ class ChatPipeline:
             p.write_back = MemoryIn(text=query[: self.settings.memory.max_text_chars],
                                     tier=self.settings.memory.write_back_tier,  # type: ignore[arg-type]
                                     metadata={"source": "chat"})
+        p.info.timings_ms["prepare"] = round((time.perf_counter() - p.started) * 1000, 2)
         return p
 
     @staticmethod
@@ -238,22 +244,23 @@ class ChatPipeline:
             return found, None
         return None, await other_task
 
-    async def _join_flight(self, p: Prepared) -> bool:
-        """Claim the key, or wait for the request that holds it. True: answered from it."""
-        assert p.cache_key is not None
-        role = await self._stage(p, "single_flight", self.services.cache_claim(p.cache_key),
+    async def _claim(self, p: Prepared) -> str | None:
+        """Claim the key for this request (leader), or learn another request holds it."""
+        if p.cache_key is None:
+            return None
+        return await self._stage(p, "single_flight", self.services.cache_claim(p.cache_key),
                                  self.settings.server.cache_timeout_s)
-        if role == "leader":
-            p.leader = True
+
+    async def _follow(self, p: Prepared) -> bool:
+        """Wait for the leader's answer. False if it gave up: then generate yourself."""
+        assert p.cache_key is not None
+        started = time.perf_counter()
+        hit = await self.services.cache_wait(p.cache_key, self.settings.cache.single_flight_wait_s)
+        p.info.timings_ms["single_flight_wait"] = round((time.perf_counter() - started) * 1000, 2)
+        if hit is None:
             return False
-        if role == "follower":
-            started = time.perf_counter()
-            hit = await self.services.cache_wait(p.cache_key, self.settings.cache.single_flight_wait_s)
-            p.info.timings_ms["single_flight_wait"] = round((time.perf_counter() - started) * 1000, 2)
-            if hit is not None:
-                self._from_cache(p, hit, "single_flight")
-                return True
-        return False
+        self._from_cache(p, hit, "single_flight")
+        return True
 
     @staticmethod
     def _from_cache(p: Prepared, hit: CacheHit, kind: str) -> Prepared:
