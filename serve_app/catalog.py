@@ -1,19 +1,21 @@
-"""The product catalog: its own namespace in the memory store, searched per request when
-the decision stage says the user asks for products."""
+"""The product catalog: its own namespace in the memory store (`__catalog__`, which no
+caller can name), searched per request when the decision stage says the user asks for
+products."""
 
 from __future__ import annotations
 
 import asyncio
 import csv
 import io
-from typing import Any
+import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from serve_app.core.decision import Constraints
-from serve_app.core.index import shard_for
+from serve_app.core.index import UserIndex, fuse, shard_for
 from serve_app.core.retrieval import SearchFilters
-from serve_app.core.store import MemoryStore, NewMemory
+from serve_app.core.store import MemoryRecord, MemoryStore, NewMemory
 from serve_app.protocol import Product, ProductOut
 from serve_app.services import Services
 
@@ -31,12 +33,29 @@ def parse_csv(data: bytes) -> list[Product]:
     return [Product.model_validate({k.strip().lower(): v for k, v in row.items() if k}) for row in rows]
 
 
+@dataclass
+class _LocalCatalog:
+    """The whole catalog in this process: its indexes and records, at one store version."""
+
+    version: int
+    index: UserIndex
+    records: dict[int, MemoryRecord]
+    categories: list[str]
+
+
 class CatalogService:
-    def __init__(self, store: MemoryStore, services: Services, num_shards: int) -> None:
+    """Writes go to the store (so every replica sees them); each Orchestrator replica
+    searches its own in-memory copy, rebuilt when the catalog's version changes. The
+    catalog is small and read on every request, so this saves a Ray round trip and lets
+    the product decision run beside the memory search instead of queueing behind it on
+    the same VectorSearch replica."""
+
+    def __init__(self, store: MemoryStore, services: Services, num_shards: int, dim: int = 384) -> None:
         self.store = store
         self.services = services
         self.shard = shard_for(CATALOG_USER, num_shards)
-        self._categories: tuple[int, list[str]] = (-1, [])
+        self.dim = dim
+        self._local: _LocalCatalog | None = None
 
     async def load(self, products: list[Product]) -> tuple[int, int]:
         """Replace the catalog: forget the old one, store the new one (one commit)."""
@@ -49,26 +68,46 @@ class CatalogService:
         _, seq = await asyncio.to_thread(self.store.add, CATALOG_USER, self.shard, items, "catalog")
         return len(items), seq
 
+    async def _current(self) -> _LocalCatalog:
+        version = self.store.user_version(CATALOG_USER)  # one indexed read
+        if self._local is None or self._local.version != version:
+            self._local = await asyncio.to_thread(self._build, version)
+        return self._local
+
+    def _build(self, version: int) -> _LocalCatalog:
+        records = {r.key: r for r in self.store.all_records(CATALOG_USER)}
+        keys, vectors, texts = self.store.user_index_data(CATALOG_USER)
+        index = UserIndex(vectors.shape[1] if len(keys) else self.dim)
+        if len(keys):
+            index.upsert(keys, vectors, texts)
+        categories = sorted({r.metadata.get("category", "") for r in records.values()} - {""})
+        return _LocalCatalog(version, index, records, categories)
+
     async def categories(self) -> list[str]:
-        """Known categories, reloaded only when the catalog changed (any replica may load it)."""
-        version = await asyncio.to_thread(self.store.user_version, CATALOG_USER)
-        if version != self._categories[0]:
-            records = await asyncio.to_thread(self.store.all_records, CATALOG_USER)
-            self._categories = (version, sorted({r.metadata.get("category", "") for r in records} - {""}))
-        return self._categories[1]
+        return (await self._current()).categories
 
     async def search(self, query: str, vector: np.ndarray, constraints: Constraints, k: int) -> list[ProductOut]:
+        local = await self._current()
         filters = SearchFilters(
             metadata={"category": constraints.category} if constraints.category else {},
             ranges={"price": (constraints.price_min, constraints.price_max)}
             if constraints.price_min is not None or constraints.price_max is not None else {},
         )
-        hits = await self.services.search_memories(CATALOG_USER, vector, k, filters, query_text=query)
-        return [_product(h) for h in hits]
+        fetch = max(len(local.records), 1)  # small by design: rank everything, then filter
+        dense = local.index.dense_search(vector, fetch)
+        fused = fuse(dense, local.index.lexical.search(query, fetch))
+        similarity = dict(dense)
+        now = time.time()
+        ranked = sorted(fused.items(), key=lambda kv: kv[1], reverse=True)
+        chosen = [
+            (local.records[key], score) for key, score in ranked
+            if key in local.records and filters.accepts(local.records[key], similarity.get(key, 0.0), now)
+        ][:k]
+        return [_product(record, score) for record, score in chosen]
 
 
-def _product(hit: dict[str, Any]) -> ProductOut:
-    m = hit["metadata"]
-    return ProductOut(id=hit["id"], name=m["name"], description=m.get("description", ""),
+def _product(record: MemoryRecord, score: float) -> ProductOut:
+    m = record.metadata
+    return ProductOut(id=record.id, name=m["name"], description=m.get("description", ""),
                       category=m.get("category", ""), price=m["price"], tags=m.get("tags", []),
-                      score=round(hit["score"], 4))
+                      score=round(score, 4))
