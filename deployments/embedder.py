@@ -42,7 +42,7 @@ class Embedder:
         )
         return np.asarray(vectors, dtype=np.float32)
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.001)
     async def _embed_batch(self, texts: list[str]) -> list[np.ndarray]:
         # Each caller contributes one text; concurrent callers share one forward pass.
         vectors = await asyncio.to_thread(self._encode, texts)

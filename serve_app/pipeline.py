@@ -68,6 +68,7 @@ class Prepared:
     user: str | None = None
     write_back: MemoryIn | None = None
     query_vector: np.ndarray | None = None
+    side_work: list[asyncio.Future[Any]] = field(default_factory=list)  # fills `info` beside generation
 
 
 async def _none() -> None:
@@ -142,20 +143,33 @@ class ChatPipeline:
             self._prototypes = out
         return self._prototypes
 
+    async def _decide(self, p: Prepared, query: str, vector: np.ndarray | None) -> Decision:
+        categories = await self.catalog.categories()
+        decision = decide(query, vector, await self._prototype_vectors(), categories, self.settings.decision)
+        p.info.intent = decision.intent
+        return decision
+
     async def _decide_and_find_products(self, p: Prepared, query: str) -> list[ProductOut]:
-        async def work() -> tuple[Decision, list[ProductOut]]:
-            categories = await self.catalog.categories()
-            decision = decide(query, p.query_vector, await self._prototype_vectors(), categories, self.settings.decision)
+        """On the critical path only when a catalog exists: products change the prompt."""
+        async def work() -> list[ProductOut]:
+            decision = await self._decide(p, query, p.query_vector)
             products: list[ProductOut] = []
-            if decision.wants_products and categories and p.query_vector is not None:
+            if decision.wants_products and p.query_vector is not None:
                 products = await self.catalog.search(query, p.query_vector, decision.constraints,
                                                      self.settings.decision.max_products)
-            p.info.intent = decision.intent
             p.info.quick_replies = quick_replies(decision, [x.name for x in products])
-            return decision, products
+            return products
 
-        result = await self._stage(p, "decision", work(), self.settings.server.decision_timeout_s)
-        return result[1] if result else []
+        return await self._stage(p, "decision", work(), self.settings.server.decision_timeout_s) or []
+
+    async def _annotate(self, p: Prepared, query: str) -> None:
+        """Intent and quick replies when no product decision was needed for the prompt:
+        they run beside generation and never delay the first token."""
+        async def work() -> None:
+            vector = p.query_vector if p.query_vector is not None else (await self.services.embed([query]))[0]
+            p.info.quick_replies = quick_replies(await self._decide(p, query, vector), [])
+
+        await self._stage(p, "quick_replies", work(), self.settings.server.decision_timeout_s)
 
     # ------------------------------------------------------------------ preparing a request
 
@@ -166,7 +180,8 @@ class ChatPipeline:
         fanout = server.fanout if opts.fanout is None else opts.fanout
         user = request.user
         use_memory = bool(user) and opts.memory
-        use_products = self.settings.decision.enabled and opts.products
+        decisions = self.settings.decision.enabled and opts.products
+        use_products = decisions and await self.catalog.has_products()
         use_cache = self.settings.cache.enabled and opts.cache
         p = Prepared(generation=GenerationRequest(request_id=""), info=MemserveInfo(), started=time.perf_counter(),
                      user=user)
@@ -225,6 +240,8 @@ class ChatPipeline:
             p.write_back = MemoryIn(text=query[: self.settings.memory.max_text_chars],
                                     tier=self.settings.memory.write_back_tier,  # type: ignore[arg-type]
                                     metadata={"source": "chat"})
+        if decisions and not use_products:
+            p.side_work.append(asyncio.ensure_future(self._annotate(p, query)))
         p.info.timings_ms["prepare"] = round((time.perf_counter() - p.started) * 1000, 2)
         return p
 
@@ -319,8 +336,12 @@ class ChatPipeline:
                 yield chunk
             p.info.timings_ms["generation"] = round((time.perf_counter() - gen_started) * 1000, 2)
             stored = self._after_answer(p, GenerationResult.collect(chunks))
+            if p.side_work:
+                await asyncio.gather(*p.side_work)  # done long ago: generation takes far longer
             self._finish(p)
         finally:
+            for work in p.side_work:
+                work.cancel()
             if p.leader and not stored and p.cache_key is not None:
                 self._spawn(self.services.cache_release(p.cache_key))  # followers generate themselves
 

@@ -50,7 +50,8 @@ class EmbedderSettings(_Section):
     dimension: int = 384
     device: str = "cpu"
     max_batch_size: int = 64
-    batch_wait_timeout_s: float = 0.005
+    # A lone request waits this long for company; short, because it sits on the critical path.
+    batch_wait_timeout_s: float = 0.001
     cache_size: int = 20_000
     max_input_chars: int = 8_000
     # Ray pins a fractional-CPU replica to one OpenMP thread; batched encoding wants more.

@@ -166,3 +166,12 @@ async def test_near_cache_answers_locally_and_clears(services: FakeServices) -> 
     assert (await near.cache_stats())["near_hits"] == 1
     await near.cache_clear("user:a")
     assert await near.cache_get("user:a:1:k") is None
+
+
+def test_without_a_catalog_quick_replies_come_beside_generation(client: TestClient) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hello there, how are you?"}],
+            "memserve": {"cache": False}}
+    info = client.post("/v1/chat/completions", json=body).json()["memserve"]
+    assert "decision" not in info["timings_ms"] and "quick_replies" in info["timings_ms"]
+    assert info["intent"] == "greeting" and 2 <= len(info["quick_replies"]) <= 4
+    assert info["products"] == []
