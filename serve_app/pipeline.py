@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -68,7 +68,9 @@ class Prepared:
     user: str | None = None
     write_back: MemoryIn | None = None
     query_vector: np.ndarray | None = None
-    side_work: list[asyncio.Future[Any]] = field(default_factory=list)  # fills `info` beside generation
+    # Work that fills `info` but not the prompt: started once the first token is out, so it
+    # never competes with the prefill for the CPU.
+    side_work: list[Callable[[], Coroutine[Any, Any, Any]]] = field(default_factory=list)
 
 
 async def _none() -> None:
@@ -241,7 +243,7 @@ class ChatPipeline:
                                     tier=self.settings.memory.write_back_tier,  # type: ignore[arg-type]
                                     metadata={"source": "chat"})
         if decisions and not use_products:
-            p.side_work.append(asyncio.ensure_future(self._annotate(p, query)))
+            p.side_work.append(lambda: self._annotate(p, query))
         p.info.timings_ms["prepare"] = round((time.perf_counter() - p.started) * 1000, 2)
         return p
 
@@ -326,21 +328,23 @@ class ChatPipeline:
             self._finish(p)
             return
         chunks: list[GenerationChunk] = []
+        side: list[asyncio.Future[Any]] = []
         stored = False
         try:
             gen_started = time.perf_counter()
             async for chunk in self.services.generate(p.generation):
                 if not chunks:
                     p.info.timings_ms["ttft"] = round((time.perf_counter() - p.started) * 1000, 2)
+                    side = [asyncio.ensure_future(start()) for start in p.side_work]
                 chunks.append(chunk)
                 yield chunk
             p.info.timings_ms["generation"] = round((time.perf_counter() - gen_started) * 1000, 2)
             stored = self._after_answer(p, GenerationResult.collect(chunks))
-            if p.side_work:
-                await asyncio.gather(*p.side_work)  # done long ago: generation takes far longer
+            if side:
+                await asyncio.gather(*side)  # usually done: decoding takes far longer
             self._finish(p)
         finally:
-            for work in p.side_work:
+            for work in side:
                 work.cancel()
             if p.leader and not stored and p.cache_key is not None:
                 self._spawn(self.services.cache_release(p.cache_key))  # followers generate themselves
