@@ -3,8 +3,9 @@
     make run                                   # in one terminal
     .venv/bin/python benchmarks/bench_serving.py [--url http://127.0.0.1:8000]
 
-For concurrency 1 and 8, sends the same chat prompts (32-token answers, greedy, response
-cache bypassed) through the running app over HTTP/SSE, then straight to a bare AsyncLLM
+For concurrency 1 and 8, sends the same chat prompts (32-token answers, greedy; response
+cache, memories and product decisions off, so both sides get identical prompts and the
+difference is the serving path itself) through the running app over HTTP/SSE, then straight to a bare AsyncLLM
 engine built from the same settings in this process, and prints time-to-first-token and
 total latency p50/p95 for both with the app/engine ratio.
 """
@@ -54,7 +55,7 @@ async def via_app(client: httpx.AsyncClient, model: str, prompt: str) -> Sample:
     body = {
         "model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": MAX_TOKENS,
         "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
-        "memserve": {"cache": False, "memory": False},
+        "memserve": {"cache": False, "memory": False, "products": False},
     }
     started = time.perf_counter()
     first: float | None = None
