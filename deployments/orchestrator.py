@@ -49,9 +49,14 @@ class HandleServices:
         filters: SearchFilters | None = None,
         min_seq: int | None = None,
         query_text: str | None = None,
+        shard: int | None = None,
     ) -> list[dict[str, Any]]:
-        shard = self.shards[shard_for(user, len(self.shards))]
-        return await shard.search.remote(user, query, k, filters, min_seq, query_text)
+        target = self.shards[shard_for(user, len(self.shards)) if shard is None else shard]
+        return await target.search.remote(user, query, k, filters, min_seq, query_text)
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.shards)
 
     async def nearest_memories(self, user: str, vectors: np.ndarray) -> list[tuple[str | None, float]]:
         return await self.shards[shard_for(user, len(self.shards))].nearest.remote(user, vectors)

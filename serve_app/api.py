@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, Path, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
 from pydantic import ValidationError
@@ -22,6 +22,7 @@ from serve_app.catalog import CatalogService, parse_csv
 from serve_app.core.metrics import Metrics
 from serve_app.errors import APIError, BodySizeLimit, error_body, install_error_handlers
 from serve_app.core.store import MemoryStore
+from serve_app.knowledge import KnowledgeService, parse_scope
 from serve_app.memory_service import MemoryService
 from serve_app.near_cache import NearCacheServices
 from serve_app.pipeline import ChatPipeline, Prepared
@@ -36,6 +37,10 @@ from serve_app.protocol import (
     CatalogResponse,
     ChatCompletionRequest,
     ConsolidateRequest,
+    DocumentAccepted,
+    DocumentList,
+    DocumentOut,
+    JobOut,
     ForgetResponse,
     HistoryEntry,
     HistoryResponse,
@@ -71,6 +76,7 @@ class Runtime:
     pipeline: ChatPipeline
     memory: MemoryService
     catalog: CatalogService
+    knowledge: KnowledgeService
     metrics: Metrics
     started: int
 
@@ -112,7 +118,9 @@ async def _answer(
 def create_app(rt: Runtime) -> FastAPI:
     app = FastAPI(title="memserve", version="0.1.0")
     app.state.runtime = rt
-    app.add_middleware(BodySizeLimit, max_bytes=rt.settings.server.max_body_bytes)
+    # Uploads get their own limit (plus room for the multipart envelope).
+    app.add_middleware(BodySizeLimit, max_bytes=rt.settings.server.max_body_bytes,
+                       overrides={"/v1/documents": rt.settings.documents.max_bytes + 64 * 1024})
     install_error_handlers(app)
 
     @app.get("/health", response_model=HealthResponse)
@@ -248,6 +256,41 @@ def create_app(rt: Runtime) -> FastAPI:
         count, seq = await rt.catalog.load(products)
         return CatalogResponse(count=count, seq=seq)
 
+    @app.post("/v1/documents", response_model=DocumentAccepted, status_code=202)
+    async def upload_document(
+        rt: RuntimeDep, file: Annotated[UploadFile, File()], scope: Annotated[str, Form()] = "shared"
+    ) -> DocumentAccepted:
+        try:
+            scope = parse_scope(scope)
+        except ValueError as exc:
+            raise APIError(400, str(exc), "scope") from None
+        data = await file.read()
+        job = await rt.knowledge.submit(file.filename or "upload", data, scope)
+        return DocumentAccepted(job_id=job.id, document_id=job.document_id)
+
+    @app.get("/v1/documents/jobs/{job_id}", response_model=JobOut)
+    async def document_job(job_id: str, rt: RuntimeDep) -> JobOut:
+        job = rt.knowledge.jobs.get(job_id)
+        if job is None:
+            raise APIError(404, f"no job {job_id}", "job_id", "job_not_found")
+        return JobOut(id=job.id, document_id=job.document_id, filename=job.filename, status=job.status,  # type: ignore[arg-type]
+                      chunks_done=job.chunks_done, chunks_total=job.chunks_total, error=job.error)
+
+    @app.get("/v1/documents", response_model=DocumentList)
+    async def list_documents(rt: RuntimeDep) -> DocumentList:
+        records = sorted(await rt.knowledge.documents(), key=lambda r: r.metadata["created_at"])
+        return DocumentList(data=[
+            DocumentOut(id=r.metadata["document_id"], filename=r.metadata["filename"], scope=r.metadata["scope"],
+                        chunks=r.metadata["chunks"], created_at=r.metadata["created_at"])
+            for r in records
+        ])
+
+    @app.delete("/v1/documents/{document_id}")
+    async def delete_document(document_id: str, rt: RuntimeDep) -> dict[str, Any]:
+        if not await rt.knowledge.delete(document_id):
+            raise APIError(404, f"no document {document_id}", "document_id", "document_not_found")
+        return {"id": document_id, "deleted": True}
+
     @app.get("/v1/metrics")
     async def metrics(rt: RuntimeDep) -> dict[str, Any]:
         return {"operations": rt.metrics.summary()}
@@ -325,8 +368,8 @@ def build_runtime(settings: AppSettings, services: Services, store: MemoryStore,
         services = NearCacheServices(services, settings.cache.local_max_entries, settings.cache.local_ttl_s)
     memory = MemoryService(store, services, num_shards, settings.memory)
     catalog = CatalogService(store, services, num_shards)
+    knowledge = KnowledgeService(store, services, settings.documents, settings.embedder.dimension)
     metrics = Metrics()
-    return Runtime(
-        settings=settings, services=services, pipeline=ChatPipeline(settings, services, memory, catalog, metrics),
-        memory=memory, catalog=catalog, metrics=metrics, started=int(time.time()),
-    )
+    pipeline = ChatPipeline(settings, services, memory, catalog, metrics, knowledge)
+    return Runtime(settings=settings, services=services, pipeline=pipeline, memory=memory, catalog=catalog,
+                   knowledge=knowledge, metrics=metrics, started=int(time.time()))

@@ -83,6 +83,9 @@ class CatalogService:
         categories = sorted({r.metadata.get("category", "") for r in records.values()} - {""})
         return _LocalCatalog(version, index, records, categories)
 
+    async def version(self) -> int:
+        return (await self._current()).version
+
     async def has_products(self) -> bool:
         return bool((await self._current()).records)
 

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app.generation import PromptTooLongError
+from serve_app.ingest.parsers import DocumentError
 from serve_app.protocol import ErrorDetail, ErrorResponse
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,10 @@ def install_error_handlers(app: FastAPI) -> None:
         message, param = _validation_message(exc)
         return error_response(400, message, param, "invalid_value")
 
+    @app.exception_handler(DocumentError)
+    async def _bad_document(_: Request, exc: DocumentError) -> JSONResponse:
+        return error_response(400, str(exc), "file", "invalid_document")
+
     @app.exception_handler(PromptTooLongError)
     async def _too_long(_: Request, exc: PromptTooLongError) -> JSONResponse:
         # Raised in the LLM replica, it arrives wrapped by Ray; its `cause` is the original.
@@ -86,15 +91,16 @@ def install_error_handlers(app: FastAPI) -> None:
 class BodySizeLimit:
     """Reject bodies over `max_bytes` with 413, whether or not Content-Length is sent."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, overrides: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.overrides = overrides or {}  # path -> its own limit (document uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes
+        limit = self.overrides.get(scope.get("path", ""), self.max_bytes)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _reject(send, limit)

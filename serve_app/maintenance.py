@@ -64,7 +64,8 @@ class TierMaintainer:
     def run(self, user: str | None = None) -> dict[str, int]:
         started = time.perf_counter()
         totals = {"users": 0, "expired": 0, "promoted": 0, "evicted": 0}
-        for name in [user] if user else self.store.users():
+        # System namespaces ("__catalog__", "__kb__:...", "__docs__") follow their own rules.
+        for name in [user] if user else [u for u in self.store.users() if not u.startswith("__")]:
             for key, value in self.maintain_user(name).items():
                 totals[key] += value
             totals["users"] += 1

@@ -29,9 +29,10 @@ import numpy as np
 from serve_app.catalog import CatalogService
 from serve_app.core.decision import Decision, decide, quick_replies
 from serve_app.core.metrics import Metrics
-from serve_app.core.prompt import build_messages, product_block
+from serve_app.core.prompt import build_messages, knowledge_block, product_block
 from serve_app.core.response_cache import CacheHit, cache_key, digest
 from serve_app.core.retrieval import SearchFilters
+from serve_app.knowledge import KnowledgeService
 from serve_app.generation import GenerationChunk, GenerationRequest, GenerationResult
 from serve_app.memory_service import MemoryService
 from serve_app.protocol import (
@@ -41,6 +42,7 @@ from serve_app.protocol import (
     MemoryUsed,
     MemserveInfo,
     ProductOut,
+    SourceOut,
 )
 from serve_app.services import Services
 from serve_app.settings import AppSettings
@@ -87,12 +89,13 @@ async def run_stages(fanout: bool, *stages: Coroutine[Any, Any, Any]) -> list[An
 class ChatPipeline:
     def __init__(
         self, settings: AppSettings, services: Services, memory: MemoryService, catalog: CatalogService,
-        metrics: Metrics | None = None,
+        metrics: Metrics | None = None, knowledge: KnowledgeService | None = None,
     ) -> None:
         self.settings = settings
         self.services = services
         self.memory = memory
         self.catalog = catalog
+        self.knowledge = knowledge
         self.metrics = metrics or Metrics()
         self._prototypes: dict[str, np.ndarray] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -132,6 +135,28 @@ class ChatPipeline:
             self.settings.server.search_timeout_s,
         )
         return found or []
+
+    async def _knowledge_search(self, p: Prepared, query: str, scopes: list[str]) -> list[SourceOut]:
+        if p.query_vector is None or self.knowledge is None:
+            return []
+        s = self.settings.documents
+        found = await self._stage(p, "knowledge_search",
+                                  self.knowledge.search(query, p.query_vector, scopes, s.k, s.min_similarity),
+                                  self.settings.server.search_timeout_s)
+        return [
+            SourceOut(document_id=h["metadata"]["document_id"], filename=h["metadata"]["filename"],
+                      chunk_index=h["metadata"]["chunk_index"], page=h["metadata"].get("page"),
+                      rows=h["metadata"].get("rows"), score=round(h["score"], 4), text=h["text"])
+            for h in found or []
+        ]
+
+    async def _knowledge_scopes(self, user: str | None, enabled: bool) -> list[str]:
+        """Scopes with documents this request may read: the shared one and the user's own."""
+        if not enabled or self.knowledge is None or not self.settings.documents.enabled:
+            return []
+        present = await self.knowledge.scopes_with_documents()
+        wanted = ["shared"] + ([f"user:{user}"] if user else [])
+        return [scope for scope in wanted if scope in present]
 
     async def _prototype_vectors(self) -> dict[str, np.ndarray]:
         if self._prototypes is None:
@@ -184,6 +209,7 @@ class ChatPipeline:
         use_memory = bool(user) and opts.memory
         decisions = self.settings.decision.enabled and opts.products
         use_products = decisions and await self.catalog.has_products()
+        kb_scopes = await self._knowledge_scopes(user, opts.knowledge)
         use_cache = self.settings.cache.enabled and opts.cache
         p = Prepared(generation=GenerationRequest(request_id=""), info=MemserveInfo(), started=time.perf_counter(),
                      user=user)
@@ -194,12 +220,15 @@ class ChatPipeline:
             version = await self._stage(p, "memory_version", self.memory.version(user), server.search_timeout_s) or 0
         if use_cache:
             scope = f"user:{user}" if use_memory else SHARED_SCOPE
-            payload = self._cache_payload(request, messages)
+            # The answer also depends on the catalog and the knowledge base it could use.
+            sources = [await self.catalog.version() if use_products else 0,
+                       await self.knowledge.version() if kb_scopes and self.knowledge else 0]
+            payload = {**self._cache_payload(request, messages), "sources": sources}
             p.cache_key = cache_key(scope, version, payload)
             p.cache_group = f"{scope}:{version}:{digest({**payload, 'messages': None, 'prompt': None})}"
 
         # 1: exact lookup || embedding. A hit answers at once: the embedding is dropped.
-        need_vector = use_memory or use_products or (use_cache and self.settings.cache.semantic)
+        need_vector = use_memory or use_products or bool(kb_scopes) or (use_cache and self.settings.cache.semantic)
         embed = self._stage(p, "embed", self.services.embed([query]), server.embed_timeout_s) if need_vector else _none()
         hit, vectors = await self._lookup_beside(fanout, self._cache_get(p, "cache_lookup"), embed)
         if hit is not None:
@@ -207,12 +236,14 @@ class ChatPipeline:
         if vectors is not None:
             p.query_vector = vectors[0]
 
-        # 2: semantic lookup || memory search || decision and catalog || single-flight claim.
+        # 2: semantic lookup || memory search || knowledge search (all shards) || decision
+        #    and catalog || single-flight claim.
         k = opts.k or self.settings.memory.default_k
-        semantic, memories, products, role = await run_stages(
+        semantic, memories, sources, products, role = await run_stages(
             fanout,
             self._semantic_lookup(p),
             self._memory_search(p, user, k, opts.tiers, query) if use_memory and user else _none(),
+            self._knowledge_search(p, query, kb_scopes) if kb_scopes else _none(),
             self._decide_and_find_products(p, query) if use_products else _none(),
             self._claim(p),
         )
@@ -220,9 +251,9 @@ class ChatPipeline:
             if role == "leader":
                 self._spawn(self.services.cache_release(p.cache_key))  # type: ignore[arg-type]
             return self._from_cache(p, semantic, "semantic")
-        memories, products = memories or [], products or []
+        memories, products, sources = memories or [], products or [], sources or []
         p.info.memories = [MemoryUsed(id=m["id"], text=m["text"], score=m["score"], tier=m["tier"]) for m in memories]
-        p.info.products = products
+        p.info.products, p.info.sources = products, sources
 
         # 3: single flight: a follower waits for the leader's answer.
         p.leader = role == "leader"
@@ -231,7 +262,7 @@ class ChatPipeline:
 
         # 4: the prompt.
         memory_texts = [m["text"] for m in memories]
-        extra = product_block(products)
+        extra = "\n\n".join(block for block in (knowledge_block(sources), product_block(products)) if block)
         if messages is not None:
             prompt_messages = build_messages(server.system_prompt, messages, memory_texts, extra)
             p.generation = self._generation(request, messages=prompt_messages)
@@ -306,6 +337,7 @@ class ChatPipeline:
             "sampling": [request.temperature, request.top_p, request.token_budget(), request.stop, request.seed],
             "memory": [request.memserve.memory, request.memserve.k, request.memserve.tiers],
             "products": request.memserve.products,
+            "knowledge": request.memserve.knowledge,
         }
 
     # ------------------------------------------------------------------ public entry points

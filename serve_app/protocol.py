@@ -72,6 +72,7 @@ class MemserveOptions(OpenAIModel):
     tiers: list[Tier] | None = None
     cache: bool = True
     products: bool = True
+    knowledge: bool = True
     fanout: bool | None = Field(default=None, description="override server.fanout (benchmarks)")
 
 
@@ -92,11 +93,24 @@ class ProductOut(BaseModel):
     score: float
 
 
+class SourceOut(BaseModel):
+    """A knowledge-base chunk an answer used."""
+
+    document_id: str
+    filename: str
+    chunk_index: int
+    page: int | None = None
+    rows: list[int] | None = None
+    score: float
+    text: str
+
+
 class MemserveInfo(BaseModel):
     """The `memserve` object of a response: what memory did and how long each stage took."""
 
     memories: list[MemoryUsed] = Field(default_factory=list)
     products: list[ProductOut] = Field(default_factory=list)
+    sources: list[SourceOut] = Field(default_factory=list)
     quick_replies: list[str] = Field(default_factory=list)
     intent: str | None = None
     cached: bool = False
@@ -485,6 +499,34 @@ class CatalogResponse(BaseModel):
 
 class CacheClearRequest(OpenAIModel):
     user: Annotated[str | None, UserCheck] = Field(default=None, min_length=1, max_length=MAX_USER_CHARS)
+
+
+class DocumentAccepted(BaseModel):
+    job_id: str
+    document_id: str
+
+
+class JobOut(BaseModel):
+    id: str
+    document_id: str
+    filename: str
+    status: Literal["queued", "running", "done", "failed"]
+    chunks_done: int
+    chunks_total: int
+    error: str | None
+
+
+class DocumentOut(BaseModel):
+    id: str
+    filename: str
+    scope: str
+    chunks: int
+    created_at: float
+
+
+class DocumentList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[DocumentOut]
 
 
 class HealthResponse(BaseModel):

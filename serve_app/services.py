@@ -29,7 +29,13 @@ class Services(Protocol):
         filters: SearchFilters | None = None,
         min_seq: int | None = None,
         query_text: str | None = None,
-    ) -> list[dict[str, Any]]: ...
+        shard: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Search one namespace on its shard (by default the one its name hashes to)."""
+        ...
+
+    @property
+    def num_shards(self) -> int: ...
 
     async def nearest_memories(self, user: str, vectors: np.ndarray) -> list[tuple[str | None, float]]:
         """For each vector, the user's most similar memory id and its cosine (None if empty)."""

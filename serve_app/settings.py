@@ -108,6 +108,17 @@ class MemorySettings(_Section):
     dedup_threshold: float = Field(default=0.95, gt=0, le=1)
 
 
+class DocumentSettings(_Section):
+    enabled: bool = True
+    chunk_size: int = Field(default=500, ge=50)
+    chunk_overlap: int = Field(default=50, ge=0)
+    max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    embed_batch: int = Field(default=64, ge=1)
+    # Knowledge chunks put in a chat prompt, and the least cosine they need.
+    k: int = Field(default=3, ge=1, le=20)
+    min_similarity: float = 0.3
+
+
 class ServerSettings(_Section):
     max_body_bytes: int = 2 * 1024 * 1024
     max_messages: int = 256
@@ -124,6 +135,7 @@ class ServerSettings(_Section):
 
 class AppSettings(_Section):
     decision: DecisionSettings = Field(default_factory=DecisionSettings)
+    documents: DocumentSettings = Field(default_factory=DocumentSettings)
     data_dir: str = "./data"
     llm: LLMSettings = Field(default_factory=LLMSettings)
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)

@@ -57,12 +57,16 @@ class FakeServices:
 
     async def search_memories(
         self, user: str, query: np.ndarray, k: int, filters: SearchFilters | None = None,
-        min_seq: int | None = None, query_text: str | None = None,
+        min_seq: int | None = None, query_text: str | None = None, shard: int | None = None,
     ) -> list[dict[str, Any]]:
         if self.fail_search:
             raise RuntimeError("shard down")
-        shard = self.shards[shard_for(user, len(self.shards))]
-        return [as_result(m) for m in search_user_memories(shard, user, query, k, time.time(), filters, query_text)]
+        index = self.shards[shard_for(user, len(self.shards)) if shard is None else shard]
+        return [as_result(m) for m in search_user_memories(index, user, query, k, time.time(), filters, query_text)]
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.shards)
 
     async def nearest_memories(self, user: str, vectors: np.ndarray) -> list[tuple[str | None, float]]:
         return nearest_memories(self.shards[shard_for(user, len(self.shards))], user, vectors)

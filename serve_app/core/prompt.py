@@ -37,3 +37,13 @@ def build_messages(
     ]
     head = [{"role": "system", "content": "\n\n".join(system_parts)}] if system_parts else []
     return head + turns
+
+
+def knowledge_block(sources: Sequence[Any]) -> str:
+    """Knowledge-base excerpts (objects with filename, page, text), numbered."""
+    if not sources:
+        return ""
+    lines = "\n".join(
+        f"[{i}] ({s.filename}{f', page {s.page}' if s.page else ''}) {s.text}" for i, s in enumerate(sources, 1)
+    )
+    return f"Excerpts from the knowledge base:\n{lines}"

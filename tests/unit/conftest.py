@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,5 +31,8 @@ def memory(settings: AppSettings, services: FakeServices) -> MemoryService:
 
 
 @pytest.fixture
-def client(settings: AppSettings, services: FakeServices) -> TestClient:
-    return TestClient(create_app(build_runtime(settings, services, services.store, len(services.shards))))
+def client(settings: AppSettings, services: FakeServices) -> Iterator[TestClient]:
+    # As a context manager the client keeps one event loop, so background work (ingestion
+    # jobs, write-back) runs between requests as it does in a replica.
+    with TestClient(create_app(build_runtime(settings, services, services.store, len(services.shards)))) as client:
+        yield client

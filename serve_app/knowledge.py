@@ -1,0 +1,191 @@
+"""The knowledge base: documents in, searchable chunks out.
+
+Chunks live in the memory store under system namespaces (`__kb__:<scope>:<shard>`, no
+caller can name them), spread over every shard, so a knowledge search fans out to all
+VectorSearch shards in parallel and merges their top k. A registry namespace
+(`__docs__`) holds one record per document (filename, scope, content hash, chunk ids).
+
+Ingestion runs as a background job: parse and chunk, embed in batches through the
+Embedder, then commit. Chunks are committed only after every one of them is embedded,
+and a failure removes whatever was committed, so a half-ingested document never stays
+searchable. Jobs live in the memory of the Orchestrator replica that accepted the upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from serve_app.core.index import shard_for
+from serve_app.core.retrieval import SearchFilters
+from serve_app.core.store import MemoryRecord, MemoryStore, NewMemory
+from serve_app.ingest.parsers import ChunkOut, DocumentError, detect_kind, read_all
+from serve_app.protocol import check_user
+from serve_app.services import Services
+from serve_app.settings import DocumentSettings
+
+logger = logging.getLogger(__name__)
+
+KB_PREFIX = "__kb__"
+REGISTRY = "__docs__"
+ACTOR = "ingest"
+
+
+def kb_namespace(scope: str, shard: int) -> str:
+    return f"{KB_PREFIX}:{scope}:{shard}"
+
+
+def parse_scope(scope: str) -> str:
+    """`shared` or `user:<id>`; raises ValueError otherwise."""
+    if scope == "shared":
+        return scope
+    if scope.startswith("user:") and len(scope) > 5:
+        check_user(scope[5:])
+        return scope
+    raise ValueError("scope must be 'shared' or 'user:<id>'")
+
+
+@dataclass
+class Job:
+    id: str
+    document_id: str
+    filename: str
+    scope: str
+    status: str = "queued"  # queued | running | done | failed
+    chunks_done: int = 0
+    chunks_total: int = 0
+    error: str | None = None
+    created_at: float = field(default_factory=time.time)
+
+
+class KnowledgeService:
+    def __init__(self, store: MemoryStore, services: Services, settings: DocumentSettings, dim: int) -> None:
+        self.store = store
+        self.services = services
+        self.settings = settings
+        self.dim = dim
+        self.registry_shard = shard_for(REGISTRY, services.num_shards)
+        self.jobs: dict[str, Job] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._registry: tuple[int, list[MemoryRecord]] = (-1, [])
+
+    # ------------------------------------------------------------------ registry
+
+    async def documents(self) -> list[MemoryRecord]:
+        """Registry records, reread only when the registry changed."""
+        version = await asyncio.to_thread(self.store.user_version, REGISTRY)
+        if version != self._registry[0]:
+            records = await asyncio.to_thread(self.store.all_records, REGISTRY)
+            self._registry = (version, records)
+        return self._registry[1]
+
+    async def version(self) -> int:
+        await self.documents()
+        return self._registry[0]
+
+    async def scopes_with_documents(self) -> set[str]:
+        return {r.metadata["scope"] for r in await self.documents()}
+
+    # ------------------------------------------------------------------ ingestion
+
+    async def submit(self, filename: str, data: bytes, scope: str) -> Job:
+        """Validate what can be validated at once (type, size, emptiness), then ingest in
+        the background. Re-uploading the same content to the same scope is a no-op."""
+        detect_kind(filename)
+        if not data:
+            raise DocumentError("the file is empty")
+        if len(data) > self.settings.max_bytes:
+            raise DocumentError(f"the file is larger than {self.settings.max_bytes} bytes")
+        content_hash = hashlib.sha256(data).hexdigest()
+        for record in await self.documents():
+            if record.metadata["scope"] == scope and record.metadata["content_hash"] == content_hash:
+                job = Job(f"job-{uuid.uuid4().hex}", record.metadata["document_id"], filename, scope, "done",
+                          record.metadata["chunks"], record.metadata["chunks"])
+                self.jobs[job.id] = job
+                return job
+        job = Job(f"job-{uuid.uuid4().hex}", f"doc-{uuid.uuid4().hex}", filename, scope)
+        self.jobs[job.id] = job
+        task = asyncio.ensure_future(self._ingest(job, data, content_hash))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return job
+
+    async def _ingest(self, job: Job, data: bytes, content_hash: str) -> None:
+        job.status = "running"
+        committed: list[tuple[int, list[str]]] = []
+        try:
+            s = self.settings
+            chunks = await asyncio.to_thread(read_all, data, job.filename, s.chunk_size, s.chunk_overlap)
+            job.chunks_total = len(chunks)
+            vectors = []
+            for start in range(0, len(chunks), s.embed_batch):
+                batch = chunks[start:start + s.embed_batch]
+                vectors.append(await self.services.embed([c.text for c in batch]))
+                job.chunks_done = start + len(batch)
+            matrix = np.concatenate(vectors)
+            for shard, items in self._spread(job, chunks, matrix).items():
+                records, _ = await asyncio.to_thread(self.store.add, kb_namespace(job.scope, shard), shard, items, ACTOR)
+                committed.append((shard, [r.id for r in records]))
+            await asyncio.to_thread(self._register, job, content_hash, committed)
+            job.status = "done"
+        except DocumentError as exc:
+            await self._fail(job, str(exc), committed)
+        except Exception as exc:  # noqa: BLE001 - the job reports it; the replica goes on
+            logger.exception("ingesting %s failed", job.filename)
+            await self._fail(job, f"internal error: {exc}", committed)
+
+    def _spread(self, job: Job, chunks: list[ChunkOut], vectors: np.ndarray) -> dict[int, list[NewMemory]]:
+        by_shard: dict[int, list[NewMemory]] = {}
+        uploaded = time.time()
+        for chunk, vector in zip(chunks, vectors):
+            shard = shard_for(f"{job.document_id}:{chunk.index}", self.services.num_shards)
+            metadata = {"document_id": job.document_id, "filename": job.filename, "scope": job.scope,
+                        "chunk_index": chunk.index, "page": chunk.page,
+                        "rows": list(chunk.rows) if chunk.rows else None, "uploaded_at": uploaded}
+            by_shard.setdefault(shard, []).append(
+                NewMemory(text=chunk.text, tier="semantic", importance=0.5, embedding=vector, metadata=metadata))
+        return by_shard
+
+    def _register(self, job: Job, content_hash: str, committed: list[tuple[int, list[str]]]) -> None:
+        metadata = {"document_id": job.document_id, "filename": job.filename, "scope": job.scope,
+                    "chunks": job.chunks_total, "content_hash": content_hash, "created_at": time.time(),
+                    "chunk_ids": {str(shard): ids for shard, ids in committed}}
+        entry = NewMemory(text=job.filename, tier="semantic", importance=0.5,
+                          embedding=np.zeros(self.dim, dtype=np.float32), metadata=metadata)
+        self.store.add(REGISTRY, self.registry_shard, [entry], ACTOR)
+
+    async def _fail(self, job: Job, reason: str, committed: list[tuple[int, list[str]]]) -> None:
+        for shard, ids in committed:  # nothing half-ingested stays searchable
+            await asyncio.to_thread(self.store.delete, kb_namespace(job.scope, shard), shard, ids, ACTOR)
+        job.status, job.error = "failed", reason
+
+    async def delete(self, document_id: str) -> bool:
+        record = next((r for r in await self.documents() if r.metadata["document_id"] == document_id), None)
+        if record is None:
+            return False
+        scope = record.metadata["scope"]
+        for shard, ids in record.metadata["chunk_ids"].items():
+            await asyncio.to_thread(self.store.delete, kb_namespace(scope, int(shard)), int(shard), ids, ACTOR)
+        await asyncio.to_thread(self.store.delete, REGISTRY, self.registry_shard, [record.id], ACTOR)
+        return True
+
+    # ------------------------------------------------------------------ search
+
+    async def search(self, query: str, vector: np.ndarray, scopes: list[str], k: int,
+                     min_similarity: float = -1.0) -> list[dict[str, Any]]:
+        """Every shard of every scope in parallel; merged by score."""
+        filters = SearchFilters(min_similarity=min_similarity)
+        calls = [
+            self.services.search_memories(kb_namespace(scope, shard), vector, k, filters, query_text=query, shard=shard)
+            for scope in scopes for shard in range(self.services.num_shards)
+        ]
+        hits = [hit for found in await asyncio.gather(*calls) for hit in found]
+        hits.sort(key=lambda h: (h["score"], h["similarity"]), reverse=True)
+        return hits[:k]
