@@ -22,6 +22,7 @@ from serve_app.catalog import CatalogService, parse_csv
 from serve_app.core.metrics import Metrics
 from serve_app.errors import APIError, BodySizeLimit, error_body, install_error_handlers
 from serve_app.core.store import MemoryStore
+from serve_app.ingest.parsers import detect_kind
 from serve_app.knowledge import KnowledgeService, parse_scope
 from serve_app.memory_service import MemoryService
 from serve_app.near_cache import NearCacheServices
@@ -264,8 +265,10 @@ def create_app(rt: Runtime) -> FastAPI:
             scope = parse_scope(scope)
         except ValueError as exc:
             raise APIError(400, str(exc), "scope") from None
-        data = await file.read()
-        job = await rt.knowledge.submit(file.filename or "upload", data, scope)
+        filename = file.filename or "upload"
+        detect_kind(filename)  # refuse an unsupported type before reading the body
+        path, content_hash = await rt.knowledge.spool(file.file, rt.settings.resolve_path("uploads"))
+        job = await rt.knowledge.submit(filename, path, content_hash, scope)
         return DocumentAccepted(job_id=job.id, document_id=job.document_id)
 
     @app.get("/v1/documents/jobs/{job_id}", response_model=JobOut)

@@ -16,17 +16,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from serve_app.core.index import shard_for
 from serve_app.core.retrieval import SearchFilters
 from serve_app.core.store import MemoryRecord, MemoryStore, NewMemory
-from serve_app.ingest.parsers import ChunkOut, DocumentError, detect_kind, read_all
+from serve_app.ingest.parsers import ChunkOut, DocumentError, chunks_of
 from serve_app.protocol import check_user
 from serve_app.services import Services
 from serve_app.settings import DocumentSettings
@@ -36,6 +39,14 @@ logger = logging.getLogger(__name__)
 KB_PREFIX = "__kb__"
 REGISTRY = "__docs__"
 ACTOR = "ingest"
+
+
+SPOOL_PIECE = 1024 * 1024
+
+
+def _chunks_from_file(path: Path, filename: str, size: int, overlap: int) -> list[ChunkOut]:
+    with path.open("rb") as stream:
+        return list(chunks_of(stream, filename, size, overlap))
 
 
 def kb_namespace(scope: str, shard: int) -> str:
@@ -95,34 +106,50 @@ class KnowledgeService:
 
     # ------------------------------------------------------------------ ingestion
 
-    async def submit(self, filename: str, data: bytes, scope: str) -> Job:
-        """Validate what can be validated at once (type, size, emptiness), then ingest in
-        the background. Re-uploading the same content to the same scope is a no-op."""
-        detect_kind(filename)
-        if not data:
-            raise DocumentError("the file is empty")
-        if len(data) > self.settings.max_bytes:
-            raise DocumentError(f"the file is larger than {self.settings.max_bytes} bytes")
-        content_hash = hashlib.sha256(data).hexdigest()
+    async def spool(self, upload: BinaryIO, directory: Path) -> tuple[Path, str]:
+        """Copy an upload to a temporary file piece by piece (a large file never sits
+        whole in memory), checking the size limit and hashing the content on the way."""
+        directory.mkdir(parents=True, exist_ok=True)
+        digest, size = hashlib.sha256(), 0
+        handle, name = tempfile.mkstemp(dir=directory, suffix=".upload")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                while piece := await asyncio.to_thread(upload.read, SPOOL_PIECE):
+                    size += len(piece)
+                    if size > self.settings.max_bytes:
+                        raise DocumentError(f"the file is larger than {self.settings.max_bytes} bytes")
+                    digest.update(piece)
+                    out.write(piece)
+            if size == 0:
+                raise DocumentError("the file is empty")
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+        return Path(name), digest.hexdigest()
+
+    async def submit(self, filename: str, path: Path, content_hash: str, scope: str) -> Job:
+        """Start ingesting a spooled upload in the background (the job owns `path` and
+        removes it). Re-uploading the same content to the same scope is a no-op."""
         for record in await self.documents():
             if record.metadata["scope"] == scope and record.metadata["content_hash"] == content_hash:
+                path.unlink(missing_ok=True)
                 job = Job(f"job-{uuid.uuid4().hex}", record.metadata["document_id"], filename, scope, "done",
                           record.metadata["chunks"], record.metadata["chunks"])
                 self.jobs[job.id] = job
                 return job
         job = Job(f"job-{uuid.uuid4().hex}", f"doc-{uuid.uuid4().hex}", filename, scope)
         self.jobs[job.id] = job
-        task = asyncio.ensure_future(self._ingest(job, data, content_hash))
+        task = asyncio.ensure_future(self._ingest(job, path, content_hash))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return job
 
-    async def _ingest(self, job: Job, data: bytes, content_hash: str) -> None:
+    async def _ingest(self, job: Job, path: Path, content_hash: str) -> None:
         job.status = "running"
         committed: list[tuple[int, list[str]]] = []
         try:
             s = self.settings
-            chunks = await asyncio.to_thread(read_all, data, job.filename, s.chunk_size, s.chunk_overlap)
+            chunks = await asyncio.to_thread(_chunks_from_file, path, job.filename, s.chunk_size, s.chunk_overlap)
             job.chunks_total = len(chunks)
             vectors = []
             for start in range(0, len(chunks), s.embed_batch):
@@ -140,6 +167,8 @@ class KnowledgeService:
         except Exception as exc:  # noqa: BLE001 - the job reports it; the replica goes on
             logger.exception("ingesting %s failed", job.filename)
             await self._fail(job, f"internal error: {exc}", committed)
+        finally:
+            path.unlink(missing_ok=True)
 
     def _spread(self, job: Job, chunks: list[ChunkOut], vectors: np.ndarray) -> dict[int, list[NewMemory]]:
         by_shard: dict[int, list[NewMemory]] = {}

@@ -110,3 +110,12 @@ def test_bad_scope_and_oversize(client: TestClient, settings) -> None:  # type: 
     assert client.post("/v1/documents", files={"file": ("a.txt", b"x")}, data={"scope": "everyone"}).status_code == 400
     assert client.post("/v1/documents", files={"file": ("a.txt", b"x")}, data={"scope": "user:__x"}).status_code == 400
     assert client.get("/v1/documents/jobs/job-nope").status_code == 404
+
+
+def test_uploads_are_spooled_to_disk_and_cleaned_up(client: TestClient, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.documents.max_bytes = 1000
+    too_big = client.post("/v1/documents", files={"file": ("big.txt", b"word " * 300)})
+    assert too_big.status_code == 400 and "larger than 1000" in too_big.json()["error"]["message"]
+    job = finish(client, upload(client, "small.txt", b"A short note about otters.")["job_id"])
+    assert job["status"] == "done"
+    assert list(settings.resolve_path("uploads").glob("*")) == []  # the spooled copy is gone
