@@ -61,8 +61,5 @@ class Embedder:
     def count_tokens(self, texts: list[str]) -> int:
         return sum(len(ids) for ids in self.model.tokenizer(texts)["input_ids"])
 
-    def dimension(self) -> int:
-        return self.dim
-
     def stats(self) -> dict[str, int]:
         return self.cache.stats()

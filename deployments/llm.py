@@ -37,9 +37,6 @@ class LLM:
         async for chunk in self.engine.stream(request):
             yield chunk
 
-    def count_tokens(self, text: str) -> int:
-        return self.engine.count_tokens(text)
-
     async def check_health(self) -> None:
         await self.engine.check_health()
 

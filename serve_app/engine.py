@@ -55,9 +55,6 @@ class LLMEngine:
             text = request.prompt or ""
         return list(self._tokenizer.encode(text, add_special_tokens=False))
 
-    def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer.encode(text, add_special_tokens=False))
-
     def _sampling_params(self, request: GenerationRequest, prompt_len: int) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind

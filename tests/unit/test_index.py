@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from serve_app.core.index import ShardIndex, shard_for
 from serve_app.core.retrieval import SearchFilters, search_user_memories
