@@ -3,6 +3,7 @@ to the other deployments through the handles the builder gives it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -86,6 +87,10 @@ class HandleServices:
 
     async def cache_clear(self, scope: str | None) -> int:
         return await self.cache.clear.remote(scope)
+
+    async def deployment_stats(self) -> dict[str, Any]:
+        embedder, *shards = await asyncio.gather(self.embedder.stats.remote(), *(s.stats.remote() for s in self.shards))
+        return {"embedder_cache": embedder, "shards": shards}
 
     async def consolidate(self, user: str | None) -> dict[str, int]:
         return await self.consolidator.run.remote(user)

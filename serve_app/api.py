@@ -296,7 +296,7 @@ def create_app(rt: Runtime) -> FastAPI:
 
     @app.get("/v1/metrics")
     async def metrics(rt: RuntimeDep) -> dict[str, Any]:
-        return {"operations": rt.metrics.summary()}
+        return {"operations": rt.metrics.summary(), **await rt.services.deployment_stats()}
 
     @app.websocket("/ws/chat")
     async def ws_chat(websocket: WebSocket) -> None:

@@ -109,6 +109,11 @@ class FakeServices:
     async def cache_clear(self, scope: str | None) -> int:
         return await self.cache.clear(scope)
 
+    async def deployment_stats(self) -> dict[str, Any]:
+        return {"embedder_cache": {"hits": 0, "misses": 0, "entries": 0},
+                "shards": [{"shard": i, "applied_seq": s.applied_seq, "loaded_users": s.loaded_users}
+                           for i, s in enumerate(self.shards)]}
+
     async def consolidate(self, user: str | None) -> dict[str, int]:
         return self.maintainer.run(user)
 

@@ -103,3 +103,11 @@ def test_websocket_chat(server: str) -> None:
     assert len(dones) == 2 and all(d["usage"]["completion_tokens"] > 0 and "timings_ms" in d["memserve"] for d in dones)
     tokens = [e for e in events if e["type"] == "token"]
     assert len(tokens) >= 4 and all(isinstance(t["content"], str) for t in tokens)
+
+
+def test_metrics_report_stages_and_deployments(http: httpx.Client) -> None:
+    http.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": ["same text", "same text"]})
+    metrics = http.get("/v1/metrics").json()
+    assert metrics["embedder_cache"]["hits"] + metrics["embedder_cache"]["misses"] > 0
+    assert [s["shard"] for s in metrics["shards"]] == [0, 1]
+    assert metrics["operations"]["stage.total"]["count"] > 0

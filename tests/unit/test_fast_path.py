@@ -135,7 +135,9 @@ def test_cache_stats_clear_and_metrics(client: TestClient) -> None:
     assert stats["hits"] == 1 and stats["entries"] == 1 and 0 < stats["hit_rate"] <= 1
     assert client.post("/v1/cache/clear", json={}).json()["cleared"] == 1
     assert not client.post("/v1/chat/completions", json=body).json()["memserve"]["cached"]
-    ops = client.get("/v1/metrics").json()["operations"]
+    metrics = client.get("/v1/metrics").json()
+    assert {"embedder_cache", "shards"} <= set(metrics) and len(metrics["shards"]) == 2
+    ops = metrics["operations"]
     assert ops["request.generated"]["count"] == 2 and ops["request.cached"]["count"] == 1
     assert set(ops["stage.total"]) == {"count", "mean", "p50", "p95", "p99"}
 
