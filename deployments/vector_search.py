@@ -53,7 +53,7 @@ class VectorSearch:
         if not min_seq:
             return
         deadline = time.monotonic() + MIN_SEQ_WAIT_S
-        while self.index.store.last_seq(None) < min_seq:
+        while await asyncio.to_thread(self.index.store.last_seq, None) < min_seq:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"shard {self.shard} has not seen seq {min_seq}")
             await asyncio.sleep(0.01)

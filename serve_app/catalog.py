@@ -69,7 +69,9 @@ class CatalogService:
         return len(items), seq
 
     async def _current(self) -> _LocalCatalog:
-        version = self.store.user_version(CATALOG_USER)  # one indexed read
+        # A store call never runs on the event loop: with Redis it waits on the network
+        # (behind other clients' commands) and would stall every stream of this replica.
+        version = await asyncio.to_thread(self.store.user_version, CATALOG_USER)
         if self._local is None or self._local.version != version:
             self._local = await asyncio.to_thread(self._build, version)
         return self._local
