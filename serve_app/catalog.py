@@ -34,8 +34,9 @@ def parse_csv(data: bytes) -> list[Product]:
 
 
 @dataclass
-class _LocalCatalog:
-    """The whole catalog in this process: its indexes and records, at one store version."""
+class CatalogSnapshot:
+    """The whole catalog in this process: its indexes and records, at one store version.
+    A request takes one snapshot and uses it throughout (one version read per request)."""
 
     version: int
     index: UserIndex
@@ -55,7 +56,7 @@ class CatalogService:
         self.services = services
         self.shard = shard_for(CATALOG_USER, num_shards)
         self.dim = dim
-        self._local: _LocalCatalog | None = None
+        self._local: CatalogSnapshot | None = None
 
     async def load(self, products: list[Product]) -> tuple[int, int]:
         """Replace the catalog: forget the old one, store the new one (one commit)."""
@@ -68,7 +69,7 @@ class CatalogService:
         _, seq = await asyncio.to_thread(self.store.add, CATALOG_USER, self.shard, items, "catalog")
         return len(items), seq
 
-    async def _current(self) -> _LocalCatalog:
+    async def snapshot(self) -> CatalogSnapshot:
         # A store call never runs on the event loop: with Redis it waits on the network
         # (behind other clients' commands) and would stall every stream of this replica.
         version = await asyncio.to_thread(self.store.user_version, CATALOG_USER)
@@ -76,26 +77,18 @@ class CatalogService:
             self._local = await asyncio.to_thread(self._build, version)
         return self._local
 
-    def _build(self, version: int) -> _LocalCatalog:
+    def _build(self, version: int) -> CatalogSnapshot:
         records = {r.key: r for r in self.store.all_records(CATALOG_USER)}
         keys, vectors, texts = self.store.user_index_data(CATALOG_USER)
         index = UserIndex(vectors.shape[1] if len(keys) else self.dim)
         if len(keys):
             index.upsert(keys, vectors, texts)
         categories = sorted({r.metadata.get("category", "") for r in records.values()} - {""})
-        return _LocalCatalog(version, index, records, categories)
+        return CatalogSnapshot(version, index, records, categories)
 
-    async def version(self) -> int:
-        return (await self._current()).version
-
-    async def has_products(self) -> bool:
-        return bool((await self._current()).records)
-
-    async def categories(self) -> list[str]:
-        return (await self._current()).categories
-
-    async def search(self, query: str, vector: np.ndarray, constraints: Constraints, k: int) -> list[ProductOut]:
-        local = await self._current()
+    @staticmethod
+    def search(local: CatalogSnapshot, query: str, vector: np.ndarray, constraints: Constraints,
+               k: int) -> list[ProductOut]:
         filters = SearchFilters(
             metadata={"category": constraints.category} if constraints.category else {},
             ranges={"price": (constraints.price_min, constraints.price_max)}

@@ -89,20 +89,17 @@ class KnowledgeService:
 
     # ------------------------------------------------------------------ registry
 
-    async def documents(self) -> list[MemoryRecord]:
-        """Registry records, reread only when the registry changed."""
+    async def registry(self) -> tuple[int, list[MemoryRecord]]:
+        """The registry's version and records (one version read; records reread only
+        when the registry changed)."""
         version = await asyncio.to_thread(self.store.user_version, REGISTRY)
         if version != self._registry[0]:
             records = await asyncio.to_thread(self.store.all_records, REGISTRY)
             self._registry = (version, records)
-        return self._registry[1]
+        return self._registry
 
-    async def version(self) -> int:
-        await self.documents()
-        return self._registry[0]
-
-    async def scopes_with_documents(self) -> set[str]:
-        return {r.metadata["scope"] for r in await self.documents()}
+    async def documents(self) -> list[MemoryRecord]:
+        return (await self.registry())[1]
 
     # ------------------------------------------------------------------ ingestion
 

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from serve_app.catalog import CatalogService
+from serve_app.catalog import CatalogService, CatalogSnapshot
 from serve_app.core.decision import Decision, decide, quick_replies
 from serve_app.core.metrics import Metrics
 from serve_app.core.prompt import build_messages, knowledge_block, product_block
@@ -150,13 +150,15 @@ class ChatPipeline:
             for h in found or []
         ]
 
-    async def _knowledge_scopes(self, user: str | None, enabled: bool) -> list[str]:
-        """Scopes with documents this request may read: the shared one and the user's own."""
+    async def _knowledge_scopes(self, user: str | None, enabled: bool) -> tuple[list[str], int]:
+        """Scopes with documents this request may read (the shared one and the user's own)
+        and the registry version they were read at."""
         if not enabled or self.knowledge is None or not self.settings.documents.enabled:
-            return []
-        present = await self.knowledge.scopes_with_documents()
+            return [], 0
+        version, records = await self.knowledge.registry()
+        present = {r.metadata["scope"] for r in records}
         wanted = ["shared"] + ([f"user:{user}"] if user else [])
-        return [scope for scope in wanted if scope in present]
+        return [scope for scope in wanted if scope in present], version
 
     async def _prototype_vectors(self) -> dict[str, np.ndarray]:
         if self._prototypes is None:
@@ -170,31 +172,30 @@ class ChatPipeline:
             self._prototypes = out
         return self._prototypes
 
-    async def _decide(self, p: Prepared, query: str, vector: np.ndarray | None) -> Decision:
-        categories = await self.catalog.categories()
+    async def _decide(self, p: Prepared, query: str, vector: np.ndarray | None, categories: list[str]) -> Decision:
         decision = decide(query, vector, await self._prototype_vectors(), categories, self.settings.decision)
         p.info.intent = decision.intent
         return decision
 
-    async def _decide_and_find_products(self, p: Prepared, query: str) -> list[ProductOut]:
+    async def _decide_and_find_products(self, p: Prepared, query: str, catalog: CatalogSnapshot) -> list[ProductOut]:
         """On the critical path only when a catalog exists: products change the prompt."""
         async def work() -> list[ProductOut]:
-            decision = await self._decide(p, query, p.query_vector)
+            decision = await self._decide(p, query, p.query_vector, catalog.categories)
             products: list[ProductOut] = []
             if decision.wants_products and p.query_vector is not None:
-                products = await self.catalog.search(query, p.query_vector, decision.constraints,
-                                                     self.settings.decision.max_products)
+                products = self.catalog.search(catalog, query, p.query_vector, decision.constraints,
+                                               self.settings.decision.max_products)
             p.info.quick_replies = quick_replies(decision, [x.name for x in products])
             return products
 
         return await self._stage(p, "decision", work(), self.settings.server.decision_timeout_s) or []
 
-    async def _annotate(self, p: Prepared, query: str) -> None:
+    async def _annotate(self, p: Prepared, query: str, categories: list[str]) -> None:
         """Intent and quick replies when no product decision was needed for the prompt:
         they run beside generation and never delay the first token."""
         async def work() -> None:
             vector = p.query_vector if p.query_vector is not None else (await self.services.embed([query]))[0]
-            p.info.quick_replies = quick_replies(await self._decide(p, query, vector), [])
+            p.info.quick_replies = quick_replies(await self._decide(p, query, vector, categories), [])
 
         await self._stage(p, "quick_replies", work(), self.settings.server.decision_timeout_s)
 
@@ -208,8 +209,10 @@ class ChatPipeline:
         user = request.user
         use_memory = bool(user) and opts.memory
         decisions = self.settings.decision.enabled and opts.products
-        use_products = decisions and await self.catalog.has_products()
-        kb_scopes = await self._knowledge_scopes(user, opts.knowledge)
+        # One snapshot of each shared source per request, used throughout.
+        catalog = await self.catalog.snapshot() if decisions else None
+        use_products = catalog is not None and bool(catalog.records)
+        kb_scopes, kb_version = await self._knowledge_scopes(user, opts.knowledge)
         use_cache = self.settings.cache.enabled and opts.cache
         p = Prepared(generation=GenerationRequest(request_id=""), info=MemserveInfo(), started=time.perf_counter(),
                      user=user)
@@ -221,8 +224,8 @@ class ChatPipeline:
         if use_cache:
             scope = f"user:{user}" if use_memory else SHARED_SCOPE
             # The answer also depends on the catalog and the knowledge base it could use.
-            sources = [await self.catalog.version() if use_products else 0,
-                       await self.knowledge.version() if kb_scopes and self.knowledge else 0]
+            sources = [catalog.version if catalog is not None and use_products else 0,
+                       kb_version if kb_scopes else 0]
             payload = {**self._cache_payload(request, messages), "sources": sources}
             p.cache_key = cache_key(scope, version, payload)
             p.cache_group = f"{scope}:{version}:{digest({**payload, 'messages': None, 'prompt': None})}"
@@ -244,7 +247,7 @@ class ChatPipeline:
             self._semantic_lookup(p),
             self._memory_search(p, user, k, opts.tiers, query) if use_memory and user else _none(),
             self._knowledge_search(p, query, kb_scopes) if kb_scopes else _none(),
-            self._decide_and_find_products(p, query) if use_products else _none(),
+            self._decide_and_find_products(p, query, catalog) if use_products and catalog else _none(),
             self._claim(p),
         )
         if semantic is not None:
@@ -274,7 +277,8 @@ class ChatPipeline:
                                     tier=self.settings.memory.write_back_tier,  # type: ignore[arg-type]
                                     metadata={"source": "chat"})
         if decisions and not use_products:
-            p.side_work.append(lambda: self._annotate(p, query))
+            categories = catalog.categories if catalog else []
+            p.side_work.append(lambda: self._annotate(p, query, categories))
         p.info.timings_ms["prepare"] = round((time.perf_counter() - p.started) * 1000, 2)
         return p
 
