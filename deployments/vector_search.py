@@ -79,10 +79,6 @@ class VectorSearch:
         async with self._lock:
             return await asyncio.to_thread(nearest_memories, self.index, user, vectors)
 
-    async def flush(self) -> int:
-        async with self._lock:
-            return await asyncio.to_thread(self.index.flush)
-
     def stats(self) -> dict[str, int]:
         return {"shard": self.shard, "applied_seq": self.index.applied_seq, "loaded_users": self.index.loaded_users}
 
