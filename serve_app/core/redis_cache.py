@@ -85,6 +85,8 @@ class RedisCache:
             await self._count("evictions", len(oldest))
 
     async def claim(self, key: str) -> ClaimResult:
+        if await self.r.exists(self._entry(key)):  # answered since the caller's lookup
+            return "follower"
         won = await self.r.set(f"{self.p}:f:{key}", "1", nx=True, px=self.claim_ttl_ms)
         return "leader" if won else "follower"
 

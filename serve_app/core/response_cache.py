@@ -7,7 +7,8 @@ crosses users. The semantic layer groups entries by everything *but* the query t
 (`group`) and matches the query embedding within a group, so it too stays in scope.
 
 Single-flight: the first miss of a key `claim`s it and generates; concurrent misses of
-the same key `wait` for its answer instead of generating again. A claim expires, so a
+the same key `wait` for its answer instead of generating again. A claim on a key that
+was answered since the caller's lookup also makes the caller a follower. A claim expires, so a
 leader that dies only delays its followers, who then generate themselves.
 """
 
@@ -128,6 +129,8 @@ class InProcessCache:
             inflight[0].set()
 
     async def claim(self, key: str) -> ClaimResult:
+        if key in self._entries:  # answered since this request's lookup: follow, don't regenerate
+            return "follower"
         current = self._inflight.get(key)
         if current is not None and current[1] > time.monotonic():
             return "follower"

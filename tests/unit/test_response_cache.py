@@ -96,3 +96,14 @@ async def test_single_flight_claim_wait_release(make_cache) -> None:  # type: ig
     await cache.release("s:1:j")
     assert await waiter is None
     assert await cache.claim("s:1:j") == "leader"
+
+
+async def test_claiming_an_answered_key_follows_it(make_cache) -> None:  # type: ignore[no-untyped-def]
+    """A request that missed, then claims after the leader stored the answer, must not
+    generate again."""
+    cache = make_cache()
+    assert await cache.claim("s:1:k") == "leader"
+    await cache.put("s:1:k", {"answer": 1})
+    assert await cache.claim("s:1:k") == "follower"
+    hit = await cache.wait("s:1:k", timeout_s=1)
+    assert hit is not None and hit.value == {"answer": 1}
