@@ -45,9 +45,8 @@ def test_ingest_find_and_delete(server: str, http: httpx.Client, tmp_path: Path)
 
     doc_id = docs[f"policy-{tag}.pdf"]["id"]
     assert http.delete(f"/v1/documents/{doc_id}").json()["deleted"]
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(s["document_id"] == doc_id for s in ask(http, f"zorblax code {tag}")["sources"]):
-        time.sleep(0.2)
+    # Gone at once: the delete was acknowledged after the commit, and every search applies
+    # the change log first.
     assert all(s["document_id"] != doc_id for s in ask(http, f"zorblax code {tag}")["sources"])
 
 
@@ -55,7 +54,7 @@ def test_bad_uploads(http: httpx.Client) -> None:
     refused = http.post("/v1/documents", files={"file": ("tool.exe", b"MZ")})
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_document"
     job = http.post("/v1/documents", files={"file": ("scan.pdf", pdf_bytes(["", ""]))}).json()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     status = {}
     while time.monotonic() < deadline:
         status = http.get(f"/v1/documents/jobs/{job['job_id']}").json()

@@ -44,7 +44,7 @@ def test_cached_answer_is_not_served_after_memories_change(http: httpx.Client) -
     question = ask("What do I do on weekends?", user=user, memserve={"write_back": False})
     assert not http.post("/v1/chat/completions", json=question).json()["memserve"]["cached"]
     hit = http.post("/v1/chat/completions", json=question).json()["memserve"]
-    assert hit["cached"] and hit["cache"] == "exact" and hit["timings_ms"]["total"] < 1000
+    assert hit["cached"] and hit["cache"] == "exact"
     http.post("/v1/memories", json={"user": user, "text": "On weekends I go sailing on the lake."})
     fresh = http.post("/v1/chat/completions", json=question).json()["memserve"]
     assert not fresh["cached"] and "On weekends I go sailing on the lake." in [m["text"] for m in fresh["memories"]]
