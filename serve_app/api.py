@@ -273,7 +273,7 @@ def create_app(rt: Runtime) -> FastAPI:
 
     @app.get("/v1/documents/jobs/{job_id}", response_model=JobOut)
     async def document_job(job_id: str, rt: RuntimeDep) -> JobOut:
-        job = rt.knowledge.jobs.get(job_id)
+        job = await rt.knowledge.jobs.get(job_id)
         if job is None:
             raise APIError(404, f"no job {job_id}", "job_id", "job_not_found")
         return JobOut(id=job.id, document_id=job.document_id, filename=job.filename, status=job.status,  # type: ignore[arg-type]

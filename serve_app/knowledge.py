@@ -8,7 +8,9 @@ VectorSearch shards in parallel and merges their top k. A registry namespace
 Ingestion runs as a background job: parse and chunk, embed in batches through the
 Embedder, then commit. Chunks are committed only after every one of them is embedded,
 and a failure removes whatever was committed, so a half-ingested document never stays
-searchable. Jobs live in the memory of the Orchestrator replica that accepted the upload.
+searchable. A crash between those commits can leave chunks without a registry entry:
+searches return only chunks of registered documents, so those never surface either.
+Jobs are kept in the store (`serve_app.jobs`), so any replica reports any job.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import os
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Coroutine
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -30,6 +32,7 @@ from serve_app.core.index import shard_for
 from serve_app.core.retrieval import SearchFilters
 from serve_app.core.store import MemoryRecord, MemoryStore, NewMemory
 from serve_app.ingest.parsers import ChunkOut, DocumentError, chunks_of
+from serve_app.jobs import Job, JobBoard
 from serve_app.protocol import check_user
 from serve_app.services import Services
 from serve_app.settings import DocumentSettings
@@ -63,19 +66,6 @@ def parse_scope(scope: str) -> str:
     raise ValueError("scope must be 'shared' or 'user:<id>'")
 
 
-@dataclass
-class Job:
-    id: str
-    document_id: str
-    filename: str
-    scope: str
-    status: str = "queued"  # queued | running | done | failed
-    chunks_done: int = 0
-    chunks_total: int = 0
-    error: str | None = None
-    created_at: float = field(default_factory=time.time)
-
-
 class KnowledgeService:
     def __init__(self, store: MemoryStore, services: Services, settings: DocumentSettings, dim: int) -> None:
         self.store = store
@@ -83,7 +73,7 @@ class KnowledgeService:
         self.settings = settings
         self.dim = dim
         self.registry_shard = shard_for(REGISTRY, services.num_shards)
-        self.jobs: dict[str, Job] = {}
+        self.jobs = JobBoard(store, services.num_shards, dim)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._registry: tuple[int, list[MemoryRecord]] = (-1, [])
 
@@ -130,21 +120,28 @@ class KnowledgeService:
         for record in await self.documents():
             if record.metadata["scope"] == scope and record.metadata["content_hash"] == content_hash:
                 path.unlink(missing_ok=True)
-                job = Job(f"job-{uuid.uuid4().hex}", record.metadata["document_id"], filename, scope, "done",
-                          record.metadata["chunks"], record.metadata["chunks"])
-                self.jobs[job.id] = job
-                return job
-        job = Job(f"job-{uuid.uuid4().hex}", f"doc-{uuid.uuid4().hex}", filename, scope)
-        self.jobs[job.id] = job
-        task = asyncio.ensure_future(self._ingest(job, path, content_hash))
+                return await self.jobs.create(Job(
+                    f"job-{uuid.uuid4().hex}", record.metadata["document_id"], filename, scope, "done",
+                    record.metadata["chunks"], record.metadata["chunks"]))
+        try:
+            job = await self.jobs.create(Job(f"job-{uuid.uuid4().hex}", f"doc-{uuid.uuid4().hex}", filename, scope))
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        self._spawn(self._ingest(job, path, content_hash))
+        self._spawn(self.jobs.prune_if_due())
+        return job
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return job
 
     async def _ingest(self, job: Job, path: Path, content_hash: str) -> None:
         job.status = "running"
         committed: list[tuple[int, list[str]]] = []
         try:
+            await self.jobs.save(job)
             s = self.settings
             chunks = await asyncio.to_thread(_chunks_from_file, path, job.filename, s.chunk_size, s.chunk_overlap)
             job.chunks_total = len(chunks)
@@ -153,12 +150,14 @@ class KnowledgeService:
                 batch = chunks[start:start + s.embed_batch]
                 vectors.append(await self.services.embed([c.text for c in batch]))
                 job.chunks_done = start + len(batch)
+                await self.jobs.save(job)
             matrix = np.concatenate(vectors)
             for shard, items in self._spread(job, chunks, matrix).items():
                 records, _ = await asyncio.to_thread(self.store.add, kb_namespace(job.scope, shard), shard, items, ACTOR)
                 committed.append((shard, [r.id for r in records]))
             await asyncio.to_thread(self._register, job, content_hash, committed)
             job.status = "done"
+            await self.jobs.save(job)
         except DocumentError as exc:
             await self._fail(job, str(exc), committed)
         except Exception as exc:  # noqa: BLE001 - the job reports it; the replica goes on
@@ -191,6 +190,7 @@ class KnowledgeService:
         for shard, ids in committed:  # nothing half-ingested stays searchable
             await asyncio.to_thread(self.store.delete, kb_namespace(job.scope, shard), shard, ids, ACTOR)
         job.status, job.error = "failed", reason
+        await self.jobs.save(job)
 
     async def delete(self, document_id: str) -> bool:
         record = next((r for r in await self.documents() if r.metadata["document_id"] == document_id), None)
@@ -204,14 +204,16 @@ class KnowledgeService:
 
     # ------------------------------------------------------------------ search
 
-    async def search(self, query: str, vector: np.ndarray, scopes: list[str], k: int,
+    async def search(self, query: str, vector: np.ndarray, scopes: list[str], k: int, documents: set[str],
                      min_similarity: float = -1.0) -> list[dict[str, Any]]:
-        """Every shard of every scope in parallel; merged by score."""
+        """Every shard of every scope in parallel; merged by score. Only chunks of
+        `documents` (the registered ones, from the caller's registry snapshot) count."""
         filters = SearchFilters(min_similarity=min_similarity)
         calls = [
             self.services.search_memories(kb_namespace(scope, shard), vector, k, filters, query_text=query, shard=shard)
             for scope in scopes for shard in range(self.services.num_shards)
         ]
-        hits = [hit for found in await asyncio.gather(*calls) for hit in found]
+        hits = [hit for found in await asyncio.gather(*calls) for hit in found
+                if hit["metadata"].get("document_id") in documents]
         hits.sort(key=lambda h: (h["score"], h["similarity"]), reverse=True)
         return hits[:k]

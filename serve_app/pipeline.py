@@ -136,12 +136,12 @@ class ChatPipeline:
         )
         return found or []
 
-    async def _knowledge_search(self, p: Prepared, query: str, scopes: list[str]) -> list[SourceOut]:
+    async def _knowledge_search(self, p: Prepared, query: str, scopes: list[str], documents: set[str]) -> list[SourceOut]:
         if p.query_vector is None or self.knowledge is None:
             return []
         s = self.settings.documents
         found = await self._stage(p, "knowledge_search",
-                                  self.knowledge.search(query, p.query_vector, scopes, s.k, s.min_similarity),
+                                  self.knowledge.search(query, p.query_vector, scopes, s.k, documents, s.min_similarity),
                                   self.settings.server.search_timeout_s)
         return [
             SourceOut(document_id=h["metadata"]["document_id"], filename=h["metadata"]["filename"],
@@ -150,15 +150,16 @@ class ChatPipeline:
             for h in found or []
         ]
 
-    async def _knowledge_scopes(self, user: str | None, enabled: bool) -> tuple[list[str], int]:
-        """Scopes with documents this request may read (the shared one and the user's own)
-        and the registry version they were read at."""
+    async def _knowledge_scopes(self, user: str | None, enabled: bool) -> tuple[list[str], set[str], int]:
+        """Scopes with documents this request may read (the shared one and the user's own),
+        the documents registered there, and the registry version they were read at."""
         if not enabled or self.knowledge is None or not self.settings.documents.enabled:
-            return [], 0
+            return [], set(), 0
         version, records = await self.knowledge.registry()
-        present = {r.metadata["scope"] for r in records}
-        wanted = ["shared"] + ([f"user:{user}"] if user else [])
-        return [scope for scope in wanted if scope in present], version
+        wanted = {"shared"} | ({f"user:{user}"} if user else set())
+        readable = [r for r in records if r.metadata["scope"] in wanted]
+        scopes = sorted({r.metadata["scope"] for r in readable})
+        return scopes, {r.metadata["document_id"] for r in readable}, version
 
     async def _prototype_vectors(self) -> dict[str, np.ndarray]:
         if self._prototypes is None:
@@ -212,7 +213,7 @@ class ChatPipeline:
         # One snapshot of each shared source per request, used throughout.
         catalog = await self.catalog.snapshot() if decisions else None
         use_products = catalog is not None and bool(catalog.records)
-        kb_scopes, kb_version = await self._knowledge_scopes(user, opts.knowledge)
+        kb_scopes, kb_documents, kb_version = await self._knowledge_scopes(user, opts.knowledge)
         use_cache = self.settings.cache.enabled and opts.cache
         p = Prepared(generation=GenerationRequest(request_id=""), info=MemserveInfo(), started=time.perf_counter(),
                      user=user)
@@ -246,7 +247,7 @@ class ChatPipeline:
             fanout,
             self._semantic_lookup(p),
             self._memory_search(p, user, k, opts.tiers, query) if use_memory and user else _none(),
-            self._knowledge_search(p, query, kb_scopes) if kb_scopes else _none(),
+            self._knowledge_search(p, query, kb_scopes, kb_documents) if kb_scopes else _none(),
             self._decide_and_find_products(p, query, catalog) if use_products and catalog else _none(),
             self._claim(p),
         )

@@ -19,6 +19,13 @@ from serve_app.core.response_cache import CacheHit, ClaimResult
 
 POLL_S = 0.005
 
+# Follow an answer stored since the caller's lookup, else take the claim if it is free.
+CLAIM_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 1 end
+return 0
+"""
+
 
 class RedisCache:
     def __init__(self, url: str, max_entries: int, ttl_s: float, prefix: str = "memserve-cache",
@@ -28,6 +35,7 @@ class RedisCache:
         self.max_entries = max_entries
         self.ttl_ms = int(ttl_s * 1000)
         self.claim_ttl_ms = int(claim_ttl_s * 1000)
+        self._claim = self.r.register_script(CLAIM_SCRIPT)
 
     def _entry(self, key: str) -> str:
         return f"{self.p}:c:{key}"
@@ -85,9 +93,8 @@ class RedisCache:
             await self._count("evictions", len(oldest))
 
     async def claim(self, key: str) -> ClaimResult:
-        if await self.r.exists(self._entry(key)):  # answered since the caller's lookup
-            return "follower"
-        won = await self.r.set(f"{self.p}:f:{key}", "1", nx=True, px=self.claim_ttl_ms)
+        # Atomic, so an answer stored between the two checks cannot make a second leader.
+        won = await self._claim(keys=[self._entry(key), f"{self.p}:f:{key}"], args=[self.claim_ttl_ms])
         return "leader" if won else "follower"
 
     async def release(self, key: str) -> None:
@@ -96,11 +103,14 @@ class RedisCache:
     async def wait(self, key: str, timeout_s: float) -> CacheHit | None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            raw = await self.r.get(self._entry(key))
+            # One snapshot of both: `put` stores the answer and ends the claim atomically,
+            # so reading them apart could see neither and take the leader for gone.
+            async with self.r.pipeline(transaction=True) as pipe:
+                raw, claimed = await pipe.get(self._entry(key)).exists(f"{self.p}:f:{key}").execute()
             if raw is not None:
                 await self._count("dedup_hits")
                 return CacheHit(json.loads(raw))
-            if not await self.r.exists(f"{self.p}:f:{key}"):
+            if not claimed:
                 return None  # the leader gave up: generate yourself
             await asyncio.sleep(POLL_S)
         return None

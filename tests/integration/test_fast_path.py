@@ -30,7 +30,7 @@ def test_identical_concurrent_requests_share_one_generation(server: str, http: h
 
     replies = run_sync(run())
     generated = [r for r in replies if not r["memserve"]["cached"]]
-    assert len(generated) == 1, [r["memserve"]["cache"] for r in replies]
+    assert len(generated) == 1, [(r["memserve"]["cache"], r["memserve"]["degraded"], r["memserve"]["timings_ms"]) for r in replies]
     assert len({r["choices"][0]["message"]["content"] for r in replies}) == 1
     assert http.get("/v1/cache/stats").json()["dedup_hits"] - before == 5
 

@@ -8,8 +8,10 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+from serve_app.api import build_runtime, create_app
+from serve_app.core.store import NewMemory
 from serve_app.knowledge import kb_namespace
-from tests.fakes import FakeServices
+from tests.fakes import FakeServices, bag_of_words
 from tests.unit.test_parsers import docx_bytes, pdf_bytes
 
 MODEL = "smollm2-135m-instruct"
@@ -119,3 +121,27 @@ def test_uploads_are_spooled_to_disk_and_cleaned_up(client: TestClient, settings
     job = finish(client, upload(client, "small.txt", b"A short note about otters.")["job_id"])
     assert job["status"] == "done"
     assert list(settings.resolve_path("uploads").glob("*")) == []  # the spooled copy is gone
+
+
+def test_any_replica_reports_a_job(client: TestClient, settings, services: FakeServices) -> None:  # type: ignore[no-untyped-def]
+    """The upload goes to one Orchestrator replica, the status question to another."""
+    other = create_app(build_runtime(settings, services, services.store, len(services.shards)))
+    with TestClient(other) as second:
+        accepted = upload(client, "notes.txt", b"Tapirs are found in South America and Asia.")
+        seen = second.get(f"/v1/documents/jobs/{accepted['job_id']}").json()
+        assert seen["document_id"] == accepted["document_id"] and seen["status"] in ("queued", "running", "done")
+        done = finish(client, accepted["job_id"])
+        assert finish(second, accepted["job_id"]) == done and done["status"] == "done"
+
+
+def test_chunks_of_an_unregistered_document_never_surface(client: TestClient, services: FakeServices) -> None:
+    """A replica that dies between committing chunks and registering the document leaves
+    chunks behind; searches only return chunks of registered documents."""
+    finish(client, upload(client, "real.txt", b"Wombats produce cube-shaped droppings.")["job_id"])
+    vector = bag_of_words("Wombats dig long burrows with strong claws.")
+    orphan = NewMemory(text="Wombats dig long burrows with strong claws.", tier="semantic", importance=0.5,
+                       embedding=vector, metadata={"document_id": "doc-orphan", "filename": "lost.txt",
+                                                   "scope": "shared", "chunk_index": 0})
+    services.store.add(kb_namespace("shared", 0), 0, [orphan], "ingest")
+    found = sources(client, "wombats dig burrows droppings")
+    assert [s["filename"] for s in found] == ["real.txt"]

@@ -107,3 +107,18 @@ async def test_claiming_an_answered_key_follows_it(make_cache) -> None:  # type:
     assert await cache.claim("s:1:k") == "follower"
     hit = await cache.wait("s:1:k", timeout_s=1)
     assert hit is not None and hit.value == {"answer": 1}
+
+
+async def test_a_waiter_never_misses_an_answer_put_while_it_polls(make_cache) -> None:  # type: ignore[no-untyped-def]
+    """The answer and the end of the claim land together; a follower polling at that
+    moment must see the answer, not conclude that the leader gave up."""
+    cache = make_cache(max_entries=1000)
+    missed = 0
+    for round_ in range(60):
+        key = f"s:1:race{round_}"
+        assert await cache.claim(key) == "leader"
+        waiters = [asyncio.ensure_future(cache.wait(key, 5.0)) for _ in range(5)]
+        await asyncio.sleep(0.001 * (round_ % 7))
+        await cache.put(key, {"text": "answer"})
+        missed += sum(hit is None for hit in await asyncio.gather(*waiters))
+    assert missed == 0
