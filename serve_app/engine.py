@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from serve_app import models
+from serve_app import models, reaper
 from serve_app.generation import GenerationChunk, GenerationRequest, PromptTooLongError
 from serve_app.settings import LLMSettings
 
@@ -46,6 +46,8 @@ class LLMEngine:
         )
         self._engine = AsyncLLM.from_engine_args(args)
         self._tokenizer = self._engine.get_tokenizer()
+        # If this process is killed, its engine processes must not live on without it.
+        self._watcher = reaper.watch_children()
         logger.info("vLLM engine for %s up in %.1f s", self.model_path, time.perf_counter() - started)
 
     def render(self, request: GenerationRequest) -> list[int]:

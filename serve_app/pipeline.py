@@ -1,6 +1,7 @@
 """The request path of a completion, staged so that independent work runs concurrently.
 
-    0  memory version (a local store read; the cache key depends on it)
+    0  memory version || knowledge registry || catalog snapshot (local store reads; the
+       cache key depends on them)
     1  exact cache lookup        || query embedding
     2  semantic cache lookup     || memory search (user's shard) || product decision + catalog search
        (stage 2 also claims the key: the first miss generates, identical concurrent
@@ -210,18 +211,21 @@ class ChatPipeline:
         user = request.user
         use_memory = bool(user) and opts.memory
         decisions = self.settings.decision.enabled and opts.products
-        # One snapshot of each shared source per request, used throughout.
-        catalog = await self.catalog.snapshot() if decisions else None
-        use_products = catalog is not None and bool(catalog.records)
-        kb_scopes, kb_documents, kb_version = await self._knowledge_scopes(user, opts.knowledge)
         use_cache = self.settings.cache.enabled and opts.cache
         p = Prepared(generation=GenerationRequest(request_id=""), info=MemserveInfo(), started=time.perf_counter(),
                      user=user)
 
-        # 0: the cache key includes the memory version the answer would be built from.
-        version = 0
-        if use_memory and user:
-            version = await self._stage(p, "memory_version", self.memory.version(user), server.search_timeout_s) or 0
+        # 0: one snapshot of each source per request, used throughout: the catalog, the
+        #    knowledge registry and the memory version (the cache key depends on all three).
+        catalog, (kb_scopes, kb_documents, kb_version), version = await run_stages(
+            fanout,
+            self.catalog.snapshot() if decisions else _none(),
+            self._knowledge_scopes(user, opts.knowledge),
+            self._stage(p, "memory_version", self.memory.version(user), server.search_timeout_s)
+            if use_memory and user else _none(),
+        )
+        version = version or 0
+        use_products = catalog is not None and bool(catalog.records)
         if use_cache:
             scope = f"user:{user}" if use_memory else SHARED_SCOPE
             # The answer also depends on the catalog and the knowledge base it could use.
