@@ -5,9 +5,9 @@
 
 Each simulated user has its own memserve user id: it remembers facts, searches them,
 chats with memory (half the chats streamed, read to the end) and sometimes repeats a
-question, which the response cache answers. Streamed chats are reported twice: the
-request (whole stream) and `ttft` (first content chunk), so time to first token shows
-up in locust's table and CSV next to total latency.
+question, which the response cache answers. For a streamed chat locust's own row times
+the response headers; two extra rows time what a user sees: `ttft` (first content
+chunk) and `whole stream` (until `[DONE]`).
 """
 
 from __future__ import annotations
@@ -89,6 +89,12 @@ class MemserveUser(HttpUser):
             if not done:
                 response.failure("the stream ended without [DONE]")
                 return
+        ended = time.perf_counter()
         if first is not None:
-            events.request.fire(request_type="SSE", name="ttft", response_time=(first - started) * 1000,
-                                response_length=0, exception=None, context={})
+            _report("ttft", first - started)
+        _report("whole stream", ended - started)
+
+
+def _report(name: str, seconds: float) -> None:
+    events.request.fire(request_type="SSE", name=name, response_time=seconds * 1000, response_length=0,
+                        exception=None, context={})

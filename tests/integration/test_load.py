@@ -25,5 +25,5 @@ def test_locust_mix_runs_without_failures(server: str, tmp_path: Path) -> None:
         rows = {row["Name"]: row for row in csv.DictReader(table)}
     assert run.returncode == 0, run.stderr[-3000:]
     assert int(rows["Aggregated"]["Failure Count"]) == 0
-    for name in ("/v1/memories [add]", "/v1/chat/completions [stream]", "ttft"):
+    for name in ("/v1/memories [add]", "/v1/chat/completions [stream]", "ttft", "whole stream"):
         assert int(rows[name]["Request Count"]) > 0, sorted(rows)
