@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from ray.serve.metrics import Histogram
 
 from fastapi import FastAPI
 
@@ -22,6 +23,25 @@ from serve_app.generation import GenerationChunk, GenerationRequest
 from serve_app.settings import AppSettings
 
 logger = logging.getLogger("ray.serve")
+
+# Milliseconds: cache hits and hops at the low end, whole generations at the high end.
+LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000]
+
+
+class RayMetricsSink:
+    """Exports every stage and request timing to Ray's metrics (Prometheus, the Ray
+    dashboard's Grafana panels) as `memserve_operation_ms{operation=...}`; Ray adds the
+    deployment and replica tags, so the replicas of a scaled Orchestrator add up there."""
+
+    def __init__(self) -> None:
+        self._histogram = Histogram(
+            "memserve_operation_ms", description="memserve request stages and requests, in milliseconds",
+            boundaries=LATENCY_BUCKETS_MS, tag_keys=("operation",),
+        )
+
+    def __call__(self, operation: str, value_ms: float) -> None:
+        self._histogram.observe(value_ms, tags={"operation": operation})
+
 
 class HandleServices:
     """`serve_app.services.Services` over Ray Serve deployment handles."""
@@ -112,7 +132,7 @@ class Orchestrator:
         consolidator: DeploymentHandle,
     ) -> None:
         services = HandleServices(embedder, shards, llm, cache, consolidator)
-        self.runtime = build_runtime(settings, services, settings.open_store(), len(shards))
+        self.runtime = build_runtime(settings, services, settings.open_store(), len(shards), RayMetricsSink())
         logger.info("Orchestrator ready: %d shards", len(shards))
 
     def __serve_build_asgi_app__(self) -> FastAPI:

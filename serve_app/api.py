@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from serve_app.catalog import CatalogService, parse_csv
-from serve_app.core.metrics import Metrics
+from serve_app.core.metrics import Metrics, MetricsSink
 from serve_app.errors import APIError, BodySizeLimit, error_body, install_error_handlers
 from serve_app.core.store import MemoryStore
 from serve_app.ingest.parsers import detect_kind
@@ -365,14 +365,17 @@ def _encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:
     return [float(x) for x in vector]
 
 
-def build_runtime(settings: AppSettings, services: Services, store: MemoryStore, num_shards: int) -> Runtime:
+def build_runtime(
+    settings: AppSettings, services: Services, store: MemoryStore, num_shards: int,
+    metrics_sink: MetricsSink | None = None,
+) -> Runtime:
     """Wire the request logic of one replica over the given services (handles or fakes)."""
     if settings.cache.local_ttl_s > 0:
         services = NearCacheServices(services, settings.cache.local_max_entries, settings.cache.local_ttl_s)
     memory = MemoryService(store, services, num_shards, settings.memory)
     catalog = CatalogService(store, services, num_shards)
     knowledge = KnowledgeService(store, services, settings.documents, settings.embedder.dimension)
-    metrics = Metrics()
+    metrics = Metrics(sink=metrics_sink)
     pipeline = ChatPipeline(settings, services, memory, catalog, metrics, knowledge)
     return Runtime(settings=settings, services=services, pipeline=pipeline, memory=memory, catalog=catalog,
                    knowledge=knowledge, metrics=metrics, started=int(time.time()))

@@ -176,3 +176,14 @@ def test_without_a_catalog_quick_replies_come_beside_generation(client: TestClie
     assert "decision" not in info["timings_ms"] and "quick_replies" in info["timings_ms"]
     assert info["intent"] == "greeting" and 2 <= len(info["quick_replies"]) <= 4
     assert info["products"] == []
+
+
+def test_metrics_sink_sees_every_observation() -> None:
+    from serve_app.core.metrics import Metrics
+
+    seen: list[tuple[str, float]] = []
+    metrics = Metrics(sink=lambda name, value: seen.append((name, value)))
+    metrics.observe_all({"embed": 3.0, "total": 40.0}, prefix="stage.")
+    metrics.observe("request.generated", 40.0)
+    assert seen == [("stage.embed", 3.0), ("stage.total", 40.0), ("request.generated", 40.0)]
+    assert metrics.summary()["stage.total"]["count"] == 1
