@@ -30,7 +30,7 @@ LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 1
 
 class RayMetricsSink:
     """Exports every stage and request timing to Ray's metrics (Prometheus, the Ray
-    dashboard's Grafana panels) as `memserve_operation_ms{operation=...}`; Ray adds the
+    dashboard's Grafana panels) as `ray_memserve_operation_ms{operation=...}`; Ray adds the
     deployment and replica tags, so the replicas of a scaled Orchestrator add up there."""
 
     def __init__(self) -> None:
