@@ -58,7 +58,7 @@ def job_namespace(job_id: str) -> str:
 class JobBoard:
     def __init__(
         self, store: MemoryStore, num_shards: int, dim: int, progress_interval_s: float = 2.0,
-        stale_after_s: float = 300.0, keep_s: float = 24 * 3600.0, prune_every_s: float = 600.0,
+        stale_after_s: float = 300.0, keep_s: float = 24 * 3600.0,
     ) -> None:
         self.store = store
         self.num_shards = num_shards
@@ -66,8 +66,6 @@ class JobBoard:
         self.progress_interval_s = progress_interval_s
         self.stale_after_s = stale_after_s
         self.keep_s = keep_s
-        self.prune_every_s = prune_every_s
-        self._pruned_at = -prune_every_s
         self._live: dict[str, _Live] = {}  # jobs this replica runs
 
     def _where(self, job_id: str) -> tuple[str, int]:
@@ -112,13 +110,6 @@ class JobBoard:
         if not job.finished and time.time() - records[0].updated_at > self.stale_after_s:
             job.status, job.error = "failed", "the replica running this job stopped; upload the file again"
         return job
-
-    async def prune_if_due(self) -> int:
-        """`prune`, at most every `prune_every_s` per replica (it scans the namespaces)."""
-        if time.monotonic() - self._pruned_at < self.prune_every_s:
-            return 0
-        self._pruned_at = time.monotonic()
-        return await self.prune()
 
     async def prune(self) -> int:
         """Forget finished jobs older than `keep_s` (and stale ones); returns how many."""

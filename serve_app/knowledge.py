@@ -9,7 +9,8 @@ Ingestion runs as a background job: parse and chunk, embed in batches through th
 Embedder, then commit. Chunks are committed only after every one of them is embedded,
 and a failure removes whatever was committed, so a half-ingested document never stays
 searchable. A crash between those commits can leave chunks without a registry entry:
-searches return only chunks of registered documents, so those never surface either.
+searches return only chunks of registered documents, so those never surface either, and
+housekeeping beside later uploads deletes them after an hour.
 Jobs are kept in the store (`serve_app.jobs`), so any replica reports any job.
 """
 
@@ -45,6 +46,10 @@ ACTOR = "ingest"
 
 
 SPOOL_PIECE = 1024 * 1024
+# Housekeeping beside uploads: how often, and how old an unregistered chunk must be
+# before it counts as orphaned (far longer than any ingestion's commit phase).
+TIDY_EVERY_S = 600.0
+ORPHAN_AFTER_S = 3600.0
 
 
 def _chunks_from_file(path: Path, filename: str, size: int, overlap: int) -> list[ChunkOut]:
@@ -76,6 +81,7 @@ class KnowledgeService:
         self.jobs = JobBoard(store, services.num_shards, dim)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._registry: tuple[int, list[MemoryRecord]] = (-1, [])
+        self._tidied_at = -TIDY_EVERY_S
 
     # ------------------------------------------------------------------ registry
 
@@ -129,8 +135,37 @@ class KnowledgeService:
             path.unlink(missing_ok=True)
             raise
         self._spawn(self._ingest(job, path, content_hash))
-        self._spawn(self.jobs.prune_if_due())
+        self._spawn(self.tidy_if_due())
         return job
+
+    async def tidy_if_due(self) -> None:
+        """Forget old jobs and delete orphaned chunks, at most every `TIDY_EVERY_S` per
+        replica (both scan namespaces); run beside an upload."""
+        if time.monotonic() - self._tidied_at < TIDY_EVERY_S:
+            return
+        self._tidied_at = time.monotonic()
+        jobs, chunks = await self.jobs.prune(), await self.collect_orphans(ORPHAN_AFTER_S)
+        if jobs or chunks:
+            logger.info("tidied %d old jobs and %d orphaned chunks", jobs, chunks)
+
+    async def collect_orphans(self, older_than_s: float) -> int:
+        """Delete chunks of documents that never got registered (their ingestion died
+        between commit and registration) once they are older than any ingestion takes.
+        They were never searchable; this reclaims their space. Returns how many."""
+        registered = {r.metadata["document_id"] for r in await self.documents()}
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for namespace in await asyncio.to_thread(self.store.users):
+            if not namespace.startswith(f"{KB_PREFIX}:"):
+                continue
+            records = await asyncio.to_thread(self.store.all_records, namespace)
+            doomed = [r.id for r in records
+                      if r.metadata.get("document_id") not in registered and r.created_at < cutoff]
+            if doomed:
+                shard = int(namespace.rsplit(":", 1)[1])
+                await asyncio.to_thread(self.store.delete, namespace, shard, doomed, ACTOR)
+                removed += len(doomed)
+        return removed
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(work)
