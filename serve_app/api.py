@@ -19,6 +19,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from serve_app.catalog import CatalogService, parse_csv
+from serve_app.auth import ApiKeyAuth
 from serve_app.core.metrics import Metrics, MetricsSink
 from serve_app.errors import APIError, BodySizeLimit, error_body, install_error_handlers
 from serve_app.core.store import MemoryStore
@@ -123,6 +124,8 @@ def create_app(rt: Runtime) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=rt.settings.server.max_body_bytes,
                        overrides={"/v1/documents": rt.settings.documents.max_bytes + 64 * 1024})
     install_error_handlers(app)
+    if keys := rt.settings.server.all_api_keys():
+        app.add_middleware(ApiKeyAuth, keys=keys)  # outermost: nothing is read before the key
 
     @app.get("/health", response_model=HealthResponse)
     async def health() -> HealthResponse:

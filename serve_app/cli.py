@@ -1,6 +1,6 @@
 """Command-line ingester: send files or folders to a running memserve.
 
-    python -m serve_app.cli ingest PATH... [--user U] [--url http://127.0.0.1:8000]
+    python -m serve_app.cli ingest PATH... [--user U] [--url http://127.0.0.1:8000] [--api-key K]
 
 Each file is uploaded to `POST /v1/documents` (scope `shared`, or `user:U` with --user),
 then its job is followed with a progress bar until it is done or failed.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -55,11 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     ingest.add_argument("paths", nargs="+", type=Path)
     ingest.add_argument("--user", help="ingest into this user's private knowledge (default: shared)")
     ingest.add_argument("--url", default="http://127.0.0.1:8000")
+    ingest.add_argument("--api-key", default=os.environ.get("MEMSERVE_API_KEY"),
+                        help="sent as a Bearer token (default: $MEMSERVE_API_KEY)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     scope = f"user:{args.user}" if args.user else "shared"
     failures = 0
-    with httpx.Client(base_url=args.url, timeout=300) as client:
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    with httpx.Client(base_url=args.url, timeout=300, headers=headers) as client:
         for path in files_of(args.paths):
             result = ingest_file(client, path, scope)
             if result["status"] != "done":

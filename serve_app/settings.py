@@ -8,6 +8,8 @@ Ray Serve owns them.
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Any, Literal
 
@@ -120,6 +122,10 @@ class DocumentSettings(_Section):
 
 
 class ServerSettings(_Section):
+    # Clients must send one of these as `Authorization: Bearer <key>` (serve_app/auth.py);
+    # more can come from MEMSERVE_API_KEYS (comma-separated), so secrets need not sit in
+    # the YAML. None configured: the app is open.
+    api_keys: list[str] = Field(default_factory=list)
     max_body_bytes: int = 2 * 1024 * 1024
     max_messages: int = 256
     system_prompt: str = "You are a helpful assistant. Answer briefly and accurately."
@@ -131,6 +137,10 @@ class ServerSettings(_Section):
     # Independent stages run concurrently; false runs them one after another (for
     # benchmarks and debugging; a request may also send memserve.fanout).
     fanout: bool = True
+
+    def all_api_keys(self) -> tuple[str, ...]:
+        from_env = [k.strip() for k in os.environ.get("MEMSERVE_API_KEYS", "").split(",") if k.strip()]
+        return tuple(dict.fromkeys([*self.api_keys, *from_env]))
 
 
 class AppSettings(_Section):

@@ -17,3 +17,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_api_keys_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests build open apps unless they configure keys themselves."""
+    monkeypatch.delenv("MEMSERVE_API_KEYS", raising=False)
