@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
 import numpy as np
@@ -41,6 +41,9 @@ class Job:
     @property
     def finished(self) -> bool:
         return self.status in ("done", "failed")
+
+
+JOB_FIELDS = frozenset(f.name for f in fields(Job))
 
 
 @dataclass
@@ -106,7 +109,7 @@ class JobBoard:
         records = await asyncio.to_thread(self.store.all_records, job_namespace(job_id))
         if not records:
             return None
-        job = Job(**records[0].metadata)
+        job = Job(**{k: v for k, v in records[0].metadata.items() if k in JOB_FIELDS})  # tolerate old/new fields
         if not job.finished and time.time() - records[0].updated_at > self.stale_after_s:
             job.status, job.error = "failed", "the replica running this job stopped; upload the file again"
         return job
