@@ -3,7 +3,7 @@
 With no key configured (`server.api_keys` empty and `MEMSERVE_API_KEYS` unset) the app is
 open, as on a developer's machine. With keys, every route but `/health` (the probe of
 load balancers and KubeRay) needs one of them: HTTP gets a 401 in OpenAI's error format,
-a WebSocket handshake is refused (close code 1008) before it is accepted.
+a WebSocket handshake is refused before it is accepted (clients see HTTP 403).
 """
 
 from __future__ import annotations
