@@ -23,8 +23,8 @@ import os
 import tempfile
 import time
 import uuid
-from pathlib import Path
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
