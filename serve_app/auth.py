@@ -44,13 +44,14 @@ class ApiKeyAuth:
         if scope["type"] not in ("http", "websocket") or scope.get("path") in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        if key_matches(bearer_token(scope), self.keys):
+        token = bearer_token(scope)
+        if key_matches(token, self.keys):
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": "invalid API key"})
             return
-        message = "missing API key" if bearer_token(scope) is None else "incorrect API key"
+        message = "missing API key" if token is None else "incorrect API key"
         payload = json.dumps(error_body(401, f"{message}: send 'Authorization: Bearer <key>'",
                                         code="invalid_api_key")).encode()
         await send({"type": "http.response.start", "status": 401, "headers": [

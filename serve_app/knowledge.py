@@ -24,6 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -71,6 +72,23 @@ def parse_scope(scope: str) -> str:
     raise ValueError("scope must be 'shared' or 'user:<id>'")
 
 
+@dataclass(frozen=True)
+class Registry:
+    """The registered documents at one registry version, indexed once per version: a
+    request takes it as its snapshot of the knowledge base."""
+
+    version: int
+    records: list[MemoryRecord]
+    documents_by_scope: dict[str, frozenset[str]]
+
+    @classmethod
+    def of(cls, version: int, records: list[MemoryRecord]) -> Registry:
+        by_scope: dict[str, set[str]] = {}
+        for r in records:
+            by_scope.setdefault(r.metadata["scope"], set()).add(r.metadata["document_id"])
+        return cls(version, records, {scope: frozenset(ids) for scope, ids in by_scope.items()})
+
+
 class KnowledgeService:
     def __init__(self, store: MemoryStore, services: Services, settings: DocumentSettings, dim: int) -> None:
         self.store = store
@@ -80,22 +98,21 @@ class KnowledgeService:
         self.registry_shard = shard_for(REGISTRY, services.num_shards)
         self.jobs = JobBoard(store, services.num_shards, dim)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._registry: tuple[int, list[MemoryRecord]] = (-1, [])
+        self._registry = Registry.of(-1, [])
         self._tidied_at = -TIDY_EVERY_S
 
     # ------------------------------------------------------------------ registry
 
-    async def registry(self) -> tuple[int, list[MemoryRecord]]:
-        """The registry's version and records (one version read; records reread only
-        when the registry changed)."""
+    async def registry(self) -> Registry:
+        """The registry at its current version (one version read; records reread and
+        indexed only when the registry changed)."""
         version = await asyncio.to_thread(self.store.user_version, REGISTRY)
-        if version != self._registry[0]:
-            records = await asyncio.to_thread(self.store.all_records, REGISTRY)
-            self._registry = (version, records)
+        if version != self._registry.version:
+            self._registry = Registry.of(version, await asyncio.to_thread(self.store.all_records, REGISTRY))
         return self._registry
 
     async def documents(self) -> list[MemoryRecord]:
-        return (await self.registry())[1]
+        return (await self.registry()).records
 
     # ------------------------------------------------------------------ ingestion
 

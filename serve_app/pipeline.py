@@ -156,11 +156,11 @@ class ChatPipeline:
         the documents registered there, and the registry version they were read at."""
         if not enabled or self.knowledge is None or not self.settings.documents.enabled:
             return [], set(), 0
-        version, records = await self.knowledge.registry()
-        wanted = {"shared"} | ({f"user:{user}"} if user else set())
-        readable = [r for r in records if r.metadata["scope"] in wanted]
-        scopes = sorted({r.metadata["scope"] for r in readable})
-        return scopes, {r.metadata["document_id"] for r in readable}, version
+        registry = await self.knowledge.registry()
+        wanted = ["shared"] + ([f"user:{user}"] if user else [])
+        scopes = [scope for scope in wanted if scope in registry.documents_by_scope]
+        documents = set().union(*(registry.documents_by_scope[scope] for scope in scopes))
+        return scopes, documents, registry.version
 
     async def _prototype_vectors(self) -> dict[str, np.ndarray]:
         if self._prototypes is None:
