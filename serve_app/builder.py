@@ -34,7 +34,7 @@ def build_app(args: AppSettings) -> Application:
 
     embedder = Embedder.bind(settings.embedder)
     shards = [
-        VectorSearch.options(name=shard_deployment_name(i)).bind(settings, i, settings.embedder.dimension)
+        VectorSearch.options(name=shard_deployment_name(i)).bind(settings, i)
         for i in range(settings.vector_search.num_shards)
     ]
     llm = LLM.bind(settings.llm)

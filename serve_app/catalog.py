@@ -1,25 +1,31 @@
-"""The product catalog: its own namespace in the memory store (`__catalog__`, which no
-caller can name), searched per request when the decision stage says the user asks for
-products."""
+"""The product catalog: one key-value space of the store (`catalog`), searched per
+request when the decision stage says the user asks for products.
+
+Writes go to the store (so every replica sees them); each Orchestrator replica searches
+its own in-memory copy, rebuilt when the space's version changes. The catalog is small
+and read on every request, so this saves a Ray round trip and lets the product decision
+run beside the memory search instead of queueing behind it on a VectorSearch replica.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import io
-import time
+import json
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
 
+from serve_app.clients import EmbedderClient
 from serve_app.core.decision import Constraints
-from serve_app.core.index import UserIndex, fuse, shard_for
-from serve_app.core.retrieval import SearchFilters
-from serve_app.core.store import MemoryRecord, MemoryStore, NewMemory
+from serve_app.core.index import UserIndex, fuse
+from serve_app.core.store import MemoryStore
 from serve_app.protocol import Product, ProductOut
-from serve_app.services import Services
 
-CATALOG_USER = "__catalog__"  # unreachable for callers: user ids may not start with "__"
+SPACE = "catalog"
 
 
 def product_text(p: Product) -> str:
@@ -33,82 +39,93 @@ def parse_csv(data: bytes) -> list[Product]:
     return [Product.model_validate({k.strip().lower(): v for k, v in row.items() if k}) for row in rows]
 
 
-@dataclass
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One product as stored: its id, fields and embedding (owns its JSON form)."""
+
+    id: str
+    product: Product
+    vector: np.ndarray
+
+    def to_json(self) -> str:
+        vector = base64.b64encode(np.asarray(self.vector, dtype=np.float32).tobytes()).decode()
+        return json.dumps({"id": self.id, "product": self.product.model_dump(), "vector": vector})
+
+    @classmethod
+    def from_json(cls, text: str) -> CatalogEntry:
+        raw = json.loads(text)
+        vector = np.frombuffer(base64.b64decode(raw["vector"]), dtype=np.float32)
+        return cls(raw["id"], Product.model_validate(raw["product"]), vector)
+
+    def out(self, score: float) -> ProductOut:
+        p = self.product
+        return ProductOut(id=self.id, name=p.name, description=p.description, category=p.category, price=p.price,
+                          tags=p.tags, score=round(score, 4))
+
+
+@dataclass(frozen=True)
 class CatalogSnapshot:
-    """The whole catalog in this process: its indexes and records, at one store version.
-    A request takes one snapshot and uses it throughout (one version read per request)."""
+    """The whole catalog in this process at one version: a request takes one snapshot
+    and uses it throughout (one version read per request)."""
 
     version: int
     index: UserIndex
-    records: dict[int, MemoryRecord]
+    entries: dict[int, CatalogEntry]  # by index key
     categories: list[str]
+
+    @property
+    def empty(self) -> bool:
+        return not self.entries
 
 
 class CatalogService:
-    """Writes go to the store (so every replica sees them); each Orchestrator replica
-    searches its own in-memory copy, rebuilt when the catalog's version changes. The
-    catalog is small and read on every request, so this saves a Ray round trip and lets
-    the product decision run beside the memory search instead of queueing behind it on
-    the same VectorSearch replica."""
-
-    def __init__(self, store: MemoryStore, services: Services, num_shards: int, dim: int = 384) -> None:
+    def __init__(self, store: MemoryStore, embedder: EmbedderClient, dim: int) -> None:
         self.store = store
-        self.services = services
-        self.shard = shard_for(CATALOG_USER, num_shards)
+        self.embedder = embedder
         self.dim = dim
         self._local: CatalogSnapshot | None = None
 
     async def load(self, products: list[Product]) -> tuple[int, int]:
-        """Replace the catalog: forget the old one, store the new one (one commit)."""
-        vectors = await self.services.embed([product_text(p) for p in products])
-        items = [
-            NewMemory(text=product_text(p), tier="semantic", importance=0.5, embedding=v, metadata=p.model_dump())
-            for p, v in zip(products, vectors)
-        ]
-        await asyncio.to_thread(self.store.forget_user, CATALOG_USER, self.shard)
-        _, seq = await asyncio.to_thread(self.store.add, CATALOG_USER, self.shard, items, "catalog")
-        return len(items), seq
+        """Replace the catalog in one commit; returns the count and the catalog's version."""
+        vectors = await self.embedder.embed([product_text(p) for p in products])
+        entries = [CatalogEntry(f"prod-{uuid.uuid4().hex}", p, v) for p, v in zip(products, vectors)]
+        items = {f"{i:08d}": entry.to_json() for i, entry in enumerate(entries)}
+        version = await asyncio.to_thread(self.store.kv_replace, SPACE, items)
+        return len(entries), version
 
     async def snapshot(self) -> CatalogSnapshot:
         # A store call never runs on the event loop: with Redis it waits on the network
         # (behind other clients' commands) and would stall every stream of this replica.
-        version = await asyncio.to_thread(self.store.user_version, CATALOG_USER)
+        version = await asyncio.to_thread(self.store.kv_version, SPACE)
         if self._local is None or self._local.version != version:
             self._local = await asyncio.to_thread(self._build, version)
         return self._local
 
     def _build(self, version: int) -> CatalogSnapshot:
-        records = {r.key: r for r in self.store.all_records(CATALOG_USER)}
-        keys, vectors, texts = self.store.user_index_data(CATALOG_USER)
-        index = UserIndex(vectors.shape[1] if len(keys) else self.dim)
-        if len(keys):
-            index.upsert(keys, vectors, texts)
-        categories = sorted({r.metadata.get("category", "") for r in records.values()} - {""})
-        return CatalogSnapshot(version, index, records, categories)
+        stored = self.store.kv_items(SPACE)
+        entries = {i: CatalogEntry.from_json(stored[key]) for i, key in enumerate(sorted(stored))}
+        vectors = np.stack([e.vector for e in entries.values()]) if entries else np.empty((0, self.dim), np.float32)
+        index = UserIndex(vectors.shape[1])  # the embedding model's width when the catalog was loaded
+        if entries:
+            index.upsert(np.fromiter(entries, dtype=np.int64), vectors, [product_text(e.product) for e in entries.values()])
+        categories = sorted({e.product.category for e in entries.values()} - {""})
+        return CatalogSnapshot(version, index, entries, categories)
 
     @staticmethod
     def search(local: CatalogSnapshot, query: str, vector: np.ndarray, constraints: Constraints,
                k: int) -> list[ProductOut]:
-        filters = SearchFilters(
-            metadata={"category": constraints.category} if constraints.category else {},
-            ranges={"price": (constraints.price_min, constraints.price_max)}
-            if constraints.price_min is not None or constraints.price_max is not None else {},
-        )
-        fetch = max(len(local.records), 1)  # small by design: rank everything, then filter
-        dense = local.index.dense_search(vector, fetch)
-        fused = fuse(dense, local.index.lexical.search(query, fetch))
-        similarity = dict(dense)
-        now = time.time()
+        """Hybrid (dense + BM25) ranking of the whole catalog, then the query's constraints."""
+        fetch = max(len(local.entries), 1)  # small by design: rank everything, then filter
+        fused = fuse(local.index.dense_search(vector, fetch), local.index.lexical.search(query, fetch))
         ranked = sorted(fused.items(), key=lambda kv: kv[1], reverse=True)
-        chosen = [
-            (local.records[key], score) for key, score in ranked
-            if key in local.records and filters.accepts(local.records[key], similarity.get(key, 0.0), now)
-        ][:k]
-        return [_product(record, score) for record, score in chosen]
+        chosen = [(local.entries[key], score) for key, score in ranked
+                  if key in local.entries and _satisfies(local.entries[key].product, constraints)]
+        return [entry.out(score) for entry, score in chosen[:k]]
 
 
-def _product(record: MemoryRecord, score: float) -> ProductOut:
-    m = record.metadata
-    return ProductOut(id=record.id, name=m["name"], description=m.get("description", ""),
-                      category=m.get("category", ""), price=m["price"], tags=m.get("tags", []),
-                      score=round(score, 4))
+def _satisfies(product: Product, c: Constraints) -> bool:
+    if c.category is not None and product.category != c.category:
+        return False
+    if c.price_min is not None and product.price < c.price_min:
+        return False
+    return c.price_max is None or product.price <= c.price_max

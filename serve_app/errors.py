@@ -1,6 +1,8 @@
 """OpenAI-style errors: `{"error": {"message", "type", "param", "code"}}` with a 4xx/5xx.
 
-Also the ASGI guard that turns away oversize bodies before they are read into memory.
+`to_error` is the one place an exception becomes a status and a message, so the HTTP
+handlers and the WebSocket cannot disagree about it. Also the ASGI guard that turns away
+oversize bodies before they are read into memory.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,9 +37,19 @@ _TYPES = {
 
 
 class APIError(Exception):
+    """An error the caller is told about: HTTP status plus OpenAI's `message/param/code`."""
+
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+
+    def detail(self) -> dict[str, Any]:
+        """The inner `error` object (what a WebSocket error event carries)."""
+        detail: dict[str, Any] = error_body(self.status, self.message, self.param, self.code)["error"]
+        return detail
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.message, self.param, self.code)
 
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -48,8 +61,10 @@ def error_response(status: int, message: str, param: str | None = None, code: st
     return JSONResponse(error_body(status, message, param, code), status_code=status)
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    first = exc.errors()[0] if exc.errors() else {}
+def validation_message(exc: ValidationError | RequestValidationError) -> tuple[str, str | None]:
+    """`param: msg` of the first error (and the param), from a request's or a model's validation."""
+    errors = exc.errors()
+    first = errors[0] if errors else {}
     if first.get("type") == "json_invalid":
         return "the request body is not valid JSON", None
     loc = [str(x) for x in first.get("loc", ()) if x not in ("body", "query", "path")]
@@ -58,34 +73,58 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return (f"{param}: {msg}" if param else msg), param
 
 
+def unwrap_remote(exc: BaseException) -> BaseException:
+    """The original of an exception raised in another replica.
+
+    Ray re-raises it wrapped (a RayTaskError that also subclasses the original type, so
+    `isinstance` still matches); the original, with its own message, is at `exc.cause`.
+    """
+    while isinstance(cause := getattr(exc, "cause", None), BaseException) and cause is not exc:
+        exc = cause
+    return exc
+
+
+def to_error(exc: BaseException) -> APIError:
+    """THE mapping from an exception to what the caller is told; HTTP and WebSocket both use it.
+
+    A `RequestValidationError` (a request that failed its model) is the caller's 400; a
+    bare pydantic `ValidationError` escaping server code is a bug, so it is a 500 like
+    anything else unexpected (and logged with its traceback).
+    """
+    exc = unwrap_remote(exc)
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, RequestValidationError):
+        message, param = validation_message(exc)
+        return APIError(400, message, param, "invalid_value")
+    if isinstance(exc, DocumentError):
+        return APIError(400, str(exc), "file", "invalid_document")
+    if isinstance(exc, PromptTooLongError):
+        return APIError(400, str(exc), "messages", "context_length_exceeded")
+    if isinstance(exc, StarletteHTTPException):
+        return APIError(exc.status_code, str(exc.detail))
+    logger.error("unhandled error", exc_info=exc)
+    return APIError(500, "internal error; the request was not completed", code="internal_error")
+
+
+def as_request_error(exc: ValidationError) -> RequestValidationError:
+    """A model parse failure at an entry point (a WebSocket message) is a request error."""
+    return RequestValidationError(exc.errors())
+
+
+_HANDLED: tuple[type[Exception], ...] = (
+    APIError, RequestValidationError, DocumentError, PromptTooLongError, StarletteHTTPException, Exception,
+)
+
+
+async def _handle(_: Request, exc: Exception) -> JSONResponse:
+    return to_error(exc).response()
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.param, exc.code)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc)
-        return error_response(400, message, param, "invalid_value")
-
-    @app.exception_handler(DocumentError)
-    async def _bad_document(_: Request, exc: DocumentError) -> JSONResponse:
-        return error_response(400, str(exc), "file", "invalid_document")
-
-    @app.exception_handler(PromptTooLongError)
-    async def _too_long(_: Request, exc: PromptTooLongError) -> JSONResponse:
-        # Raised in the LLM replica, it arrives wrapped by Ray; its `cause` is the original.
-        original = getattr(exc, "cause", None) or exc
-        return error_response(400, str(original), "messages", "context_length_exceeded")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error")
-        return error_response(500, "internal error; the request was not completed", code="internal_error")
+    """Every error an HTTP route can raise, answered by `to_error` in OpenAI's format."""
+    for kind in _HANDLED:
+        app.add_exception_handler(kind, _handle)
 
 
 class BodySizeLimit:
@@ -118,7 +157,6 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, counting_receive, send)
-
 
 
 def _too_large(limit: int) -> str:

@@ -6,7 +6,8 @@ importing each other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 class PromptTooLongError(ValueError):
@@ -53,3 +54,7 @@ class GenerationResult:
             completion_tokens=last.completion_tokens,
             chunks=[c.text for c in chunks if c.text],
         )
+
+    def cacheable(self) -> dict[str, Any]:
+        """The form the response cache stores (JSON-safe for the Redis backend)."""
+        return asdict(self)

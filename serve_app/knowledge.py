@@ -2,8 +2,9 @@
 
 Chunks live in the memory store under system namespaces (`__kb__:<scope>:<shard>`, no
 caller can name them), spread over every shard, so a knowledge search fans out to all
-VectorSearch shards in parallel and merges their top k. A registry namespace
-(`__docs__`) holds one record per document (filename, scope, content hash, chunk ids).
+VectorSearch shards in parallel and merges their top k. The document registry is a
+key-value space of the store (`documents`): one typed `Document` per document (filename,
+scope, content hash, chunk ids); it never goes through the shards' change logs.
 
 Ingestion runs as a background job: parse and chunk, embed in batches through the
 Embedder, then commit. Chunks are committed only after every one of them is embedded,
@@ -11,7 +12,8 @@ and a failure removes whatever was committed, so a half-ingested document never 
 searchable. A crash between those commits can leave chunks without a registry entry:
 searches return only chunks of registered documents, so those never surface either, and
 housekeeping beside later uploads deletes them after an hour.
-Jobs are kept in the store (`serve_app.jobs`), so any replica reports any job.
+Jobs are kept in the store (`serve_app.jobs`), so any replica reports any job. Which
+scopes and documents a request may read is decided here too (`scope_for`).
 """
 
 from __future__ import annotations
@@ -28,23 +30,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
-
-from serve_app.core.index import shard_for
-from serve_app.core.retrieval import SearchFilters
-from serve_app.core.store import MemoryRecord, MemoryStore, NewMemory
-from serve_app.ingest.parsers import ChunkOut, DocumentError, chunks_of
+from serve_app.clients import EmbedderClient, RetrieverClient
+from serve_app.core.retrieval import SearchFilters, ShardQuery
+from serve_app.core.store import MemoryStore
+from serve_app.documents import KB_PREFIX, ChunkRef, Document, kb_namespace, parse_scope
+from serve_app.ingest.ingestion import REGISTRY_SPACE as SPACE, Ingestion
+from serve_app.ingest.parsers import DocumentError
 from serve_app.jobs import Job, JobBoard
-from serve_app.protocol import check_user
-from serve_app.services import Services
+from serve_app.protocol import SourceOut
 from serve_app.settings import DocumentSettings
 
 logger = logging.getLogger(__name__)
 
-KB_PREFIX = "__kb__"
-REGISTRY = "__docs__"
 ACTOR = "ingest"
-
+SHARED_SCOPE = "shared"
 
 SPOOL_PIECE = 1024 * 1024
 # Housekeeping beside uploads: how often, and how old an unregistered chunk must be
@@ -52,24 +51,7 @@ SPOOL_PIECE = 1024 * 1024
 TIDY_EVERY_S = 600.0
 ORPHAN_AFTER_S = 3600.0
 
-
-def _chunks_from_file(path: Path, filename: str, size: int, overlap: int) -> list[ChunkOut]:
-    with path.open("rb") as stream:
-        return list(chunks_of(stream, filename, size, overlap))
-
-
-def kb_namespace(scope: str, shard: int) -> str:
-    return f"{KB_PREFIX}:{scope}:{shard}"
-
-
-def parse_scope(scope: str) -> str:
-    """`shared` or `user:<id>`; raises ValueError otherwise."""
-    if scope == "shared":
-        return scope
-    if scope.startswith("user:") and len(scope) > 5:
-        check_user(scope[5:])
-        return scope
-    raise ValueError("scope must be 'shared' or 'user:<id>'")
+__all__ = ["KnowledgeScope", "KnowledgeService", "Registry", "kb_namespace", "parse_scope"]
 
 
 @dataclass(frozen=True)
@@ -78,25 +60,40 @@ class Registry:
     request takes it as its snapshot of the knowledge base."""
 
     version: int
-    records: list[MemoryRecord]
+    documents: list[Document]
     documents_by_scope: dict[str, frozenset[str]]
 
     @classmethod
-    def of(cls, version: int, records: list[MemoryRecord]) -> Registry:
+    def of(cls, version: int, documents: list[Document]) -> Registry:
         by_scope: dict[str, set[str]] = {}
-        for r in records:
-            by_scope.setdefault(r.metadata["scope"], set()).add(r.metadata["document_id"])
-        return cls(version, records, {scope: frozenset(ids) for scope, ids in by_scope.items()})
+        for d in documents:
+            by_scope.setdefault(d.scope, set()).add(d.id)
+        return cls(version, documents, {scope: frozenset(ids) for scope, ids in by_scope.items()})
+
+
+@dataclass(frozen=True)
+class KnowledgeScope:
+    """What one request may read: scopes with documents (the shared one and the user's
+    own), the documents registered there, and the registry version they were read at."""
+
+    scopes: tuple[str, ...] = ()
+    documents: frozenset[str] = frozenset()
+    version: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not self.scopes
 
 
 class KnowledgeService:
-    def __init__(self, store: MemoryStore, services: Services, settings: DocumentSettings, dim: int) -> None:
+    def __init__(
+        self, store: MemoryStore, embedder: EmbedderClient, retriever: RetrieverClient, settings: DocumentSettings,
+    ) -> None:
         self.store = store
-        self.services = services
+        self.retriever = retriever
         self.settings = settings
-        self.dim = dim
-        self.registry_shard = shard_for(REGISTRY, services.num_shards)
-        self.jobs = JobBoard(store, services.num_shards, dim)
+        self.jobs = JobBoard(store)
+        self.ingestion = Ingestion(store, embedder, retriever.num_shards, settings, self.jobs)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._registry = Registry.of(-1, [])
         self._tidied_at = -TIDY_EVERY_S
@@ -104,15 +101,27 @@ class KnowledgeService:
     # ------------------------------------------------------------------ registry
 
     async def registry(self) -> Registry:
-        """The registry at its current version (one version read; records reread and
+        """The registry at its current version (one version read; documents reread and
         indexed only when the registry changed)."""
-        version = await asyncio.to_thread(self.store.user_version, REGISTRY)
+        version = await asyncio.to_thread(self.store.kv_version, SPACE)
         if version != self._registry.version:
-            self._registry = Registry.of(version, await asyncio.to_thread(self.store.all_records, REGISTRY))
+            stored = await asyncio.to_thread(self.store.kv_items, SPACE)
+            documents = sorted((Document.from_json(v) for v in stored.values()), key=lambda d: d.created_at)
+            self._registry = Registry.of(version, documents)
         return self._registry
 
-    async def documents(self) -> list[MemoryRecord]:
-        return (await self.registry()).records
+    async def documents(self) -> list[Document]:
+        return (await self.registry()).documents
+
+    async def scope_for(self, user: str | None) -> KnowledgeScope:
+        """The knowledge one request may read: the shared scope and the user's own."""
+        if not self.settings.enabled:
+            return KnowledgeScope()
+        registry = await self.registry()
+        wanted = [SHARED_SCOPE] + ([f"user:{user}"] if user else [])
+        scopes = tuple(scope for scope in wanted if scope in registry.documents_by_scope)
+        documents = frozenset().union(*(registry.documents_by_scope[scope] for scope in scopes))
+        return KnowledgeScope(scopes, documents, registry.version)
 
     # ------------------------------------------------------------------ ingestion
 
@@ -140,24 +149,23 @@ class KnowledgeService:
     async def submit(self, filename: str, path: Path, content_hash: str, scope: str) -> Job:
         """Start ingesting a spooled upload in the background (the job owns `path` and
         removes it). Re-uploading the same content to the same scope is a no-op."""
-        for record in await self.documents():
-            if record.metadata["scope"] == scope and record.metadata["content_hash"] == content_hash:
+        for document in await self.documents():
+            if document.scope == scope and document.content_hash == content_hash:
                 path.unlink(missing_ok=True)
-                return await self.jobs.create(Job(
-                    f"job-{uuid.uuid4().hex}", record.metadata["document_id"], filename, scope, "done",
-                    record.metadata["chunks"], record.metadata["chunks"]))
+                return await self.jobs.create(Job(f"job-{uuid.uuid4().hex}", document.id, filename, scope, "done",
+                                                  document.chunks, document.chunks))
         try:
             job = await self.jobs.create(Job(f"job-{uuid.uuid4().hex}", f"doc-{uuid.uuid4().hex}", filename, scope))
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        self._spawn(self._ingest(job, path, content_hash))
+        self._spawn(self.ingestion.run(job, path, content_hash))
         self._spawn(self.tidy_if_due())
         return job
 
     async def tidy_if_due(self) -> None:
         """Forget old jobs and delete orphaned chunks, at most every `TIDY_EVERY_S` per
-        replica (both scan namespaces); run beside an upload."""
+        replica (both scan the store); run beside an upload."""
         if time.monotonic() - self._tidied_at < TIDY_EVERY_S:
             return
         self._tidied_at = time.monotonic()
@@ -169,7 +177,7 @@ class KnowledgeService:
         """Delete chunks of documents that never got registered (their ingestion died
         between commit and registration) once they are older than any ingestion takes.
         They were never searchable; this reclaims their space. Returns how many."""
-        registered = {r.metadata["document_id"] for r in await self.documents()}
+        registered = {d.id for d in await self.documents()}
         cutoff = time.time() - older_than_s
         removed = 0
         for namespace in await asyncio.to_thread(self.store.users):
@@ -177,7 +185,7 @@ class KnowledgeService:
                 continue
             records = await asyncio.to_thread(self.store.all_records, namespace)
             doomed = [r.id for r in records
-                      if r.metadata.get("document_id") not in registered and r.created_at < cutoff]
+                      if ChunkRef.of(r.metadata).document_id not in registered and r.created_at < cutoff]
             if doomed:
                 shard = int(namespace.rsplit(":", 1)[1])
                 await asyncio.to_thread(self.store.delete, namespace, shard, doomed, ACTOR)
@@ -189,83 +197,28 @@ class KnowledgeService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _ingest(self, job: Job, path: Path, content_hash: str) -> None:
-        job.status = "running"
-        committed: list[tuple[int, list[str]]] = []
-        try:
-            await self.jobs.save(job)
-            s = self.settings
-            chunks = await asyncio.to_thread(_chunks_from_file, path, job.filename, s.chunk_size, s.chunk_overlap)
-            job.chunks_total = len(chunks)
-            vectors = []
-            for start in range(0, len(chunks), s.embed_batch):
-                batch = chunks[start:start + s.embed_batch]
-                vectors.append(await self.services.embed([c.text for c in batch]))
-                job.chunks_done = start + len(batch)
-                await self.jobs.save(job)
-            matrix = np.concatenate(vectors)
-            for shard, items in self._spread(job, chunks, matrix).items():
-                records, _ = await asyncio.to_thread(self.store.add, kb_namespace(job.scope, shard), shard, items, ACTOR)
-                committed.append((shard, [r.id for r in records]))
-            await asyncio.to_thread(self._register, job, content_hash, committed)
-            job.status = "done"
-            await self.jobs.save(job)
-        except DocumentError as exc:
-            await self._fail(job, str(exc), committed)
-        except Exception as exc:  # noqa: BLE001 - the job reports it; the replica goes on
-            logger.exception("ingesting %s failed", job.filename)
-            await self._fail(job, f"internal error: {exc}", committed)
-        finally:
-            path.unlink(missing_ok=True)
-
-    def _spread(self, job: Job, chunks: list[ChunkOut], vectors: np.ndarray) -> dict[int, list[NewMemory]]:
-        by_shard: dict[int, list[NewMemory]] = {}
-        uploaded = time.time()
-        for chunk, vector in zip(chunks, vectors):
-            shard = shard_for(f"{job.document_id}:{chunk.index}", self.services.num_shards)
-            metadata = {"document_id": job.document_id, "filename": job.filename, "scope": job.scope,
-                        "chunk_index": chunk.index, "page": chunk.page,
-                        "rows": list(chunk.rows) if chunk.rows else None, "uploaded_at": uploaded}
-            by_shard.setdefault(shard, []).append(
-                NewMemory(text=chunk.text, tier="semantic", importance=0.5, embedding=vector, metadata=metadata))
-        return by_shard
-
-    def _register(self, job: Job, content_hash: str, committed: list[tuple[int, list[str]]]) -> None:
-        metadata = {"document_id": job.document_id, "filename": job.filename, "scope": job.scope,
-                    "chunks": job.chunks_total, "content_hash": content_hash, "created_at": time.time(),
-                    "chunk_ids": {str(shard): ids for shard, ids in committed}}
-        entry = NewMemory(text=job.filename, tier="semantic", importance=0.5,
-                          embedding=np.zeros(self.dim, dtype=np.float32), metadata=metadata)
-        self.store.add(REGISTRY, self.registry_shard, [entry], ACTOR)
-
-    async def _fail(self, job: Job, reason: str, committed: list[tuple[int, list[str]]]) -> None:
-        for shard, ids in committed:  # nothing half-ingested stays searchable
-            await asyncio.to_thread(self.store.delete, kb_namespace(job.scope, shard), shard, ids, ACTOR)
-        job.status, job.error = "failed", reason
-        await self.jobs.save(job)
-
     async def delete(self, document_id: str) -> bool:
-        record = next((r for r in await self.documents() if r.metadata["document_id"] == document_id), None)
-        if record is None:
+        """Every chunk on every shard, then the registry entry."""
+        document = next((d for d in await self.documents() if d.id == document_id), None)
+        if document is None:
             return False
-        scope = record.metadata["scope"]
-        for shard, ids in record.metadata["chunk_ids"].items():
-            await asyncio.to_thread(self.store.delete, kb_namespace(scope, int(shard)), int(shard), ids, ACTOR)
-        await asyncio.to_thread(self.store.delete, REGISTRY, self.registry_shard, [record.id], ACTOR)
+        for shard, ids in document.chunk_ids.items():
+            await asyncio.to_thread(self.store.delete, kb_namespace(document.scope, shard), shard, ids, ACTOR)
+        await asyncio.to_thread(self.store.kv_delete, SPACE, [document.id])
         return True
 
     # ------------------------------------------------------------------ search
 
-    async def search(self, query: str, vector: np.ndarray, scopes: list[str], k: int, documents: set[str],
-                     min_similarity: float = -1.0) -> list[dict[str, Any]]:
-        """Every shard of every scope in parallel; merged by score. Only chunks of
-        `documents` (the registered ones, from the caller's registry snapshot) count."""
+    async def search(self, query: str, vector: Any, scope: KnowledgeScope, k: int,
+                     min_similarity: float = -1.0) -> list[SourceOut]:
+        """Every shard of every scope in parallel, merged by score. Only chunks of the
+        scope's documents (the registered ones, from the caller's snapshot) count."""
         filters = SearchFilters(min_similarity=min_similarity)
         calls = [
-            self.services.search_memories(kb_namespace(scope, shard), vector, k, filters, query_text=query, shard=shard)
-            for scope in scopes for shard in range(self.services.num_shards)
+            self.retriever.search(ShardQuery(kb_namespace(name, shard), vector, k, filters, query), shard=shard)
+            for name in scope.scopes for shard in range(self.retriever.num_shards)
         ]
         hits = [hit for found in await asyncio.gather(*calls) for hit in found
-                if hit["metadata"].get("document_id") in documents]
-        hits.sort(key=lambda h: (h["score"], h["similarity"]), reverse=True)
-        return hits[:k]
+                if ChunkRef.of(hit.metadata).document_id in scope.documents]
+        hits.sort(key=lambda h: (h.score, h.similarity), reverse=True)
+        return [ChunkRef.of(h.metadata).source(h.text, h.score) for h in hits[:k]]

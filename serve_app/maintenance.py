@@ -4,6 +4,7 @@ interval and on demand, and MemoryService runs the capacity check after each wri
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -13,9 +14,9 @@ from serve_app.core.consolidation import (
     over_capacity,
     plan_promotions,
 )
-from serve_app.core.index import shard_for
+from serve_app.core.sharding import shard_for
 from serve_app.core.store import MemoryPatch, MemoryStore
-from serve_app.core.tiers import TierPolicy, expires_at
+from serve_app.core.tiers import TierRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ ACTOR = "consolidator"
 
 class TierMaintainer:
     def __init__(
-        self, store: MemoryStore, tiers: dict[str, TierPolicy], settings: ConsolidationSettings, num_shards: int
+        self, store: MemoryStore, tiers: TierRegistry, settings: ConsolidationSettings, num_shards: int
     ) -> None:
         self.store = store
         self.tiers = tiers
@@ -35,7 +36,7 @@ class TierMaintainer:
     def enforce_caps(self, user: str, now: float | None = None) -> int:
         """Evict the lowest-retention memories of any tier over its cap."""
         counts = self.store.tier_counts(user)
-        if all(counts.get(t, 0) <= p.cap for t, p in self.tiers.items()):
+        if all(counts.get(t, 0) <= p.cap for t, p in self.tiers.policies.items()):
             return 0
         doomed = over_capacity(self.store.all_records(user), self.tiers, now or time.time())
         if doomed:
@@ -53,7 +54,7 @@ class TierMaintainer:
             self.stats.expired += len(expired)
         plan = plan_promotions([r for r in records if not r.expired(now)], now, self.tiers, self.settings)
         if plan:
-            patches = [(p.record.id, MemoryPatch(tier=p.to_tier, expires_at=expires_at(self.tiers, p.to_tier, now)))
+            patches = [(p.record.id, MemoryPatch(tier=p.to_tier, expires_at=self.tiers.expires_at(p.to_tier, now)))
                        for p in plan]
             self.store.update(user, shard, patches, ACTOR, "PROMOTE")
             self.stats.promotions += len(plan)
@@ -72,3 +73,27 @@ class TierMaintainer:
         self.stats.runs += 1
         self.stats.last_run_ms = (time.perf_counter() - started) * 1000
         return totals
+
+
+class Consolidation:
+    """What the Consolidator deployment does, without Ray: one pass at a time over the
+    store, on demand (`run`) and on an interval (`run_every`)."""
+
+    def __init__(self, maintainer: TierMaintainer) -> None:
+        self.maintainer = maintainer
+        self._lock = asyncio.Lock()
+
+    async def run(self, user: str | None = None) -> dict[str, int]:
+        async with self._lock:
+            return await asyncio.to_thread(self.maintainer.run, user)
+
+    def stats(self) -> dict[str, object]:
+        return self.maintainer.stats.as_dict()
+
+    async def run_every(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                logger.info("consolidation: %s", await self.run())
+            except Exception:  # noqa: BLE001 - try again next interval
+                logger.exception("consolidation failed")

@@ -11,10 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from serve_app.core.index import shard_for
-from serve_app.core.retrieval import SearchFilters
+from serve_app.core.retrieval import SearchFilters, ShardQuery
 from serve_app.core.store import HistoryEvent, MemoryPatch, MemoryRecord, MemoryStore, NewMemory
-from serve_app.core.tiers import expires_at
 from serve_app.maintenance import TierMaintainer
 from serve_app.protocol import (
     MemoryIn,
@@ -23,7 +21,7 @@ from serve_app.protocol import (
     SearchResult,
     UpdateMemoryRequest,
 )
-from serve_app.services import Services
+from serve_app.clients import CacheClient, EmbedderClient, RetrieverClient
 from serve_app.settings import MemorySettings
 
 
@@ -46,16 +44,25 @@ def duplicates_within(vectors: np.ndarray, threshold: float) -> list[int | None]
 
 
 class MemoryService:
-    def __init__(self, store: MemoryStore, services: Services, num_shards: int, settings: MemorySettings) -> None:
+    def __init__(
+        self, store: MemoryStore, embedder: EmbedderClient, retriever: RetrieverClient, cache: CacheClient,
+        settings: MemorySettings,
+    ) -> None:
         self.store = store
-        self.services = services
-        self.num_shards = num_shards
+        self.embedder = embedder
+        self.retriever = retriever
+        self.cache = cache
         self.settings = settings
-        self.tiers = settings.tiers
-        self.maintainer = TierMaintainer(store, settings.tiers, settings.consolidation, num_shards)
+        self.tiers = settings.tier_registry()
+        self.maintainer = TierMaintainer(store, self.tiers, settings.consolidation, retriever.num_shards)
+
+    def tier_of(self, requested: str | None) -> str:
+        """The configured tier a request names, or the default one; UnknownTier (a 400)
+        for a tier this server does not have."""
+        return self.tiers.check(requested or self.settings.default_tier)
 
     def shard(self, user: str) -> int:
-        return shard_for(user, self.num_shards)
+        return self.retriever.shard_of(user)
 
     # ------------------------------------------------------------------ writes
 
@@ -65,12 +72,14 @@ class MemoryService:
     ) -> tuple[list[str], int]:
         """Embed (unless the caller has the vectors), merge near-duplicates, commit, and
         return one id per item (a merged item gets the id it merged into) and the seq."""
+        for item in items:
+            self.tier_of(item.tier)  # refuse an unknown tier before any work
         if vectors is None:
-            vectors = await self.services.embed([item.text for item in items])
+            vectors = await self.embedder.embed([item.text for item in items])
         in_batch = duplicates_within(vectors, self.settings.dedup_threshold) if dedup else [None] * len(items)
         existing: list[tuple[str | None, float]] = [(None, 0.0)] * len(items)
         if dedup:
-            existing = await self.services.nearest_memories(user, vectors)
+            existing = await self.retriever.nearest(user, vectors)
         now = time.time()
         ids: list[str | None] = [None] * len(items)
         new_rows: list[int] = []
@@ -101,8 +110,9 @@ class MemoryService:
         return [i for i in ids if i is not None], seq
 
     def _new_memory(self, item: MemoryIn, vector: np.ndarray, now: float) -> NewMemory:
-        return NewMemory(text=item.text, tier=item.tier, importance=item.importance, embedding=vector,
-                         metadata=item.metadata, expires_at=expires_at(self.tiers, item.tier, now))
+        tier = self.tier_of(item.tier)
+        return NewMemory(text=item.text, tier=tier, importance=item.importance, embedding=vector,
+                         metadata=item.metadata, expires_at=self.tiers.expires_at(tier, now))
 
     async def _merge(
         self, user: str, merges: list[tuple[MemoryIn, np.ndarray, str]], actor: str
@@ -119,8 +129,8 @@ class MemoryService:
         return [memory_id for _, _, memory_id in merges], seq
 
     async def update(self, memory_id: str, request: UpdateMemoryRequest) -> tuple[MemoryRecordOut, int] | None:
-        embedding = None if request.text is None else (await self.services.embed([request.text]))[0]
-        tier_expiry = expires_at(self.tiers, request.tier, time.time()) if request.tier else None
+        tier_expiry = self.tiers.expires_at(request.tier, time.time()) if request.tier else None
+        embedding = None if request.text is None else await self.embedder.embed_one(request.text)
         patch = MemoryPatch(text=request.text, embedding=embedding, importance=request.importance,
                             metadata=request.metadata, tier=request.tier, expires_at=tier_expiry)
         records, seq = await asyncio.to_thread(
@@ -138,21 +148,20 @@ class MemoryService:
         """Every trace of the user: records, history, log entries, index entries and
         snapshots (replicas act on the `forget` log marker), and cached answers."""
         seq = await asyncio.to_thread(self.store.forget_user, user, self.shard(user))
-        await self.services.cache_clear(f"user:{user}")
+        await self.cache.clear(f"user:{user}")
         return seq
 
     # ------------------------------------------------------------------ reads
 
     async def search(self, request: SearchMemoriesRequest) -> list[SearchResult]:
-        vector = (await self.services.embed([request.query]))[0]
         filters = SearchFilters(
-            tiers=request.tiers, metadata=request.filters.metadata,
+            tiers=[self.tiers.check(t) for t in request.tiers] if request.tiers else None,
+            metadata=request.filters.metadata,
             created_after=request.filters.created_after, created_before=request.filters.created_before,
         )
-        hits = await self.services.search_memories(
-            request.user, vector, request.k, filters, min_seq=request.min_seq, query_text=request.query
-        )
-        return [SearchResult(**{f: h[f] for f in SearchResult.model_fields}) for h in hits]
+        query = ShardQuery(request.user, await self.embedder.embed_one(request.query), request.k, filters,
+                           request.query, request.min_seq)
+        return [SearchResult.of(hit) for hit in await self.retriever.search(query)]
 
     async def get(self, user: str, memory_id: str) -> MemoryRecordOut | None:
         record = await asyncio.to_thread(self.store.get, user, memory_id)
@@ -161,6 +170,8 @@ class MemoryService:
     async def list(
         self, user: str, tier: str | None, limit: int, cursor: str | None
     ) -> tuple[list[MemoryRecordOut], str | None]:
+        if tier is not None:
+            self.tiers.check(tier)
         after = int(cursor) if cursor else None
         records = await asyncio.to_thread(self.store.list, user, tier, limit + 1, after)
         page, more = records[:limit], len(records) > limit
@@ -174,7 +185,8 @@ class MemoryService:
         counts = await asyncio.to_thread(self.store.tier_counts, user)
         return {
             "user": user, "total": sum(counts.values()),
-            "tiers": {t: {"count": counts.get(t, 0), "cap": p.cap, "ttl_s": p.ttl_s} for t, p in self.tiers.items()},
+            "tiers": {t: {"count": counts.get(t, 0), "cap": p.cap, "ttl_s": p.ttl_s}
+                      for t, p in self.tiers.policies.items()},
         }
 
     async def version(self, user: str) -> int:

@@ -1,4 +1,8 @@
-"""Turn the pipeline's chunks into OpenAI response bodies and Server-Sent Events."""
+"""Turn the pipeline's chunks into OpenAI response bodies and Server-Sent Events.
+
+`usage_of` is the one place token usage is computed from what the engine reported; the
+HTTP bodies, the SSE usage chunk and the WebSocket `done` event all use it.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,10 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from serve_app.errors import error_body
 from serve_app.generation import GenerationChunk, GenerationResult
-from serve_app.pipeline import Prepared
 from serve_app.protocol import (
     ChatChoice,
     ChatChoiceMessage,
@@ -23,12 +27,18 @@ from serve_app.protocol import (
     new_id,
 )
 
+if TYPE_CHECKING:  # a type only: the pipeline need not be importable to build a response
+    from serve_app.chat.pipeline import Prepared
+
 logger = logging.getLogger(__name__)
 
 DONE = "data: [DONE]\n\n"
 
 
-def _usage(result: GenerationResult | GenerationChunk) -> Usage:
+def usage_of(result: GenerationResult | GenerationChunk | None) -> Usage:
+    """OpenAI usage from the engine's counts (all zero when nothing was generated)."""
+    if result is None:
+        return Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
     return Usage(
         prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens,
@@ -40,7 +50,7 @@ def chat_response(model: str, prepared: Prepared, result: GenerationResult) -> C
     return ChatCompletionResponse(
         model=model,
         choices=[ChatChoice(message=ChatChoiceMessage(content=result.text), finish_reason=result.finish_reason)],
-        usage=_usage(result),
+        usage=usage_of(result),
         memserve=prepared.info,
     )
 
@@ -50,7 +60,7 @@ def completion_response(model: str, prepared: Prepared, result: GenerationResult
     return CompletionResponse(
         model=model,
         choices=[CompletionChoice(text=text, finish_reason=result.finish_reason)],
-        usage=_usage(result),
+        usage=usage_of(result),
         memserve=prepared.info,
     )
 
@@ -100,7 +110,7 @@ def chat_events(
 
     def final(last: GenerationChunk) -> list[str]:
         events = [body(DeltaMessage(), last.finish_reason or "stop", memserve=prepared.info)]
-        return events + ([body(None, usage=_usage(last))] if include_usage else [])
+        return events + ([body(None, usage=usage_of(last))] if include_usage else [])
 
     async def with_role() -> AsyncIterator[str]:
         yield _sse(body(DeltaMessage(role="assistant", content="")))
@@ -124,7 +134,7 @@ def completion_events(
     def final(last: GenerationChunk) -> list[str]:
         extra: dict[str, object] = {"memserve": prepared.info}
         if include_usage:
-            extra["usage"] = _usage(last)
+            extra["usage"] = usage_of(last)
         return [body("", last.finish_reason or "stop", **extra)]
 
     return _events(chunks, body, final)

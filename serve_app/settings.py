@@ -13,14 +13,14 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from serve_app.core.consolidation import ConsolidationSettings
 from serve_app.core.decision import DecisionSettings
 from serve_app.core.scoring import ScoringSettings
 from serve_app.core.store import MemoryStore
 from serve_app.core.stores import open_store
-from serve_app.core.tiers import TierPolicy, default_tier_policies
+from serve_app.core.tiers import TierPolicy, TierRegistry, default_tier_policies
 
 
 class _Section(BaseModel):
@@ -97,17 +97,28 @@ class CacheSettings(_Section):
 
 class MemorySettings(_Section):
     default_k: int = 5
-    max_k: int = 50
     # Memories below this cosine similarity never reach the prompt.
     min_similarity: float = 0.25
     write_back: bool = True
     write_back_tier: str = "short_term"
     max_text_chars: int = 8_000
+    # Every tier and its rules; `default_tier` is where a memory given no tier goes.
     tiers: dict[str, TierPolicy] = Field(default_factory=default_tier_policies)
+    default_tier: str = "long_term"
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     consolidation: ConsolidationSettings = Field(default_factory=ConsolidationSettings)
     # A write this similar (cosine) to one of the user's memories updates it instead.
     dedup_threshold: float = Field(default=0.95, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _tiers_agree(self) -> MemorySettings:
+        registry = self.tier_registry()  # checks every promote_to
+        registry.check(self.default_tier)
+        registry.check(self.write_back_tier)
+        return self
+
+    def tier_registry(self) -> TierRegistry:
+        return TierRegistry(self.tiers)
 
 
 class DocumentSettings(_Section):
@@ -127,7 +138,6 @@ class ServerSettings(_Section):
     # the YAML. None configured: the app is open.
     api_keys: list[str] = Field(default_factory=list)
     max_body_bytes: int = 2 * 1024 * 1024
-    max_messages: int = 256
     system_prompt: str = "You are a helpful assistant. Answer briefly and accurately."
     # Per-stage deadlines (seconds); a late stage degrades the answer instead of failing it.
     embed_timeout_s: float = 5.0

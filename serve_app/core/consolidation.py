@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.core.scoring import importance_factor
 from serve_app.core.store import MemoryRecord
-from serve_app.core.tiers import TierPolicy
+from serve_app.core.tiers import TierPolicy, TierRegistry
 
 
 class ConsolidationSettings(BaseModel):
@@ -26,12 +26,9 @@ class ConsolidationSettings(BaseModel):
     importance_weight: float = 0.5
     frequency_weight: float = 0.3
     age_weight: float = 0.2
-    # Accesses at which the frequency signal saturates.
+    # Accesses at which the frequency signal saturates. Where a promoted memory goes is
+    # each tier's `promote_to` (serve_app.core.tiers).
     access_saturation: int = Field(default=5, ge=1)
-    # Where a promoted memory goes from each tier (semantic is the top).
-    promotions: dict[str, str] = Field(default_factory=lambda: {
-        "working": "short_term", "short_term": "long_term", "episodic": "long_term", "long_term": "semantic",
-    })
 
 
 def promotion_score(record: MemoryRecord, now: float, policy: TierPolicy, s: ConsolidationSettings) -> float:
@@ -52,14 +49,14 @@ class Promotion:
 
 
 def plan_promotions(
-    records: Sequence[MemoryRecord], now: float, tiers: dict[str, TierPolicy], s: ConsolidationSettings
+    records: Sequence[MemoryRecord], now: float, tiers: TierRegistry, s: ConsolidationSettings
 ) -> list[Promotion]:
     plan = []
     for record in records:
-        target = s.promotions.get(record.tier)
-        if target is None or target not in tiers or record.expired(now):
+        target = tiers.promotion_target(record.tier)
+        if target is None or record.expired(now):
             continue
-        score = promotion_score(record, now, tiers[record.tier], s)
+        score = promotion_score(record, now, tiers.policy(record.tier), s)
         if score >= s.threshold:
             plan.append(Promotion(record, target, score))
     return plan
@@ -72,14 +69,14 @@ def retention_score(record: MemoryRecord, now: float) -> float:
     return importance_factor(record.importance, 0.5) * (1 + math.log1p(record.access_count)) / (1 + idle_days)
 
 
-def over_capacity(records: Sequence[MemoryRecord], tiers: dict[str, TierPolicy], now: float) -> list[MemoryRecord]:
+def over_capacity(records: Sequence[MemoryRecord], tiers: TierRegistry, now: float) -> list[MemoryRecord]:
     """The lowest-retention memories that push a tier past its cap."""
     by_tier: dict[str, list[MemoryRecord]] = {}
     for record in records:
         by_tier.setdefault(record.tier, []).append(record)
     doomed: list[MemoryRecord] = []
     for tier, members in by_tier.items():
-        cap = tiers[tier].cap if tier in tiers else None
+        cap = tiers.cap(tier)
         if cap is not None and len(members) > cap:
             members.sort(key=lambda r: retention_score(r, now))
             doomed += members[: len(members) - cap]

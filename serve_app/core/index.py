@@ -9,7 +9,6 @@ up to date from the user's change log; otherwise it is rebuilt from the store.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +22,6 @@ from serve_app.core.snapshot import read_snapshot, remove_snapshot, snapshot_pat
 from serve_app.core.store import Change, MemoryStore
 
 logger = logging.getLogger(__name__)
-
-
-def shard_for(user: str, num_shards: int) -> int:
-    """Stable across processes and machines (unlike `hash()`)."""
-    digest = hashlib.blake2b(user.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % num_shards
 
 
 class UserIndex:

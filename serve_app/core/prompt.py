@@ -47,3 +47,10 @@ def knowledge_block(sources: Sequence[Any]) -> str:
         f"[{i}] ({s.filename}{f', page {s.page}' if s.page else ''}) {s.text}" for i, s in enumerate(sources, 1)
     )
     return f"Excerpts from the knowledge base:\n{lines}"
+
+
+def completion_prompt(prompt: str, memories: Sequence[str], extra: str = "") -> str:
+    """A plain completion has no system turn: notes and context go in front of the prompt."""
+    notes = "\n".join(f"- {m}" for m in memories)
+    head = "\n\n".join(x for x in (f"Relevant notes:\n{notes}" if memories else "", extra) if x)
+    return f"{head}\n\n{prompt}" if head else prompt

@@ -8,7 +8,9 @@ committed" promise (the test fixtures and the Helm values do).
 
 Layout under `prefix`: `:m:<key>` hash per memory, `:id:<id>` -> key, `:u:<user>` zset
 of keys, `:users` set, `:log:<shard>` and `:ulog:<user>` zsets scored by seq,
-`:h:<user>:<id>` list of history events, counters `:seq` and `:keyctr`.
+`:h:<user>:<id>` list of history events, counters `:seq` and `:keyctr`. Key-value spaces:
+`:kv:<space>` hash key -> value, and `:kvver` hash space -> version (never deleted, so a
+version persists with the data and never goes backwards); their scripts touch nothing else.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -130,6 +132,28 @@ log(p, shard, user, 'forget', 0, seq)
 return seq
 """
 
+_KV_PUT = """
+local p, space = ARGV[1], ARGV[2]
+redis.call('HSET', p..':kv:'..space, ARGV[3], ARGV[4])
+return redis.call('HINCRBY', p..':kvver', space, 1)
+"""
+
+_KV_DELETE = """
+local p, space = ARGV[1], ARGV[2]
+local removed = 0
+for i = 3, #ARGV do removed = removed + redis.call('HDEL', p..':kv:'..space, ARGV[i]) end
+if removed > 0 then return redis.call('HINCRBY', p..':kvver', space, 1) end
+return tonumber(redis.call('HGET', p..':kvver', space) or '0')
+"""
+
+_KV_REPLACE = """
+local p, space = ARGV[1], ARGV[2]
+local h = p..':kv:'..space
+redis.call('DEL', h)
+for i = 3, #ARGV, 2 do redis.call('HSET', h, ARGV[i], ARGV[i+1]) end
+return redis.call('HINCRBY', p..':kvver', space, 1)
+"""
+
 
 def _s(value: bytes | None) -> str | None:
     return None if value is None else value.decode()
@@ -176,6 +200,9 @@ class RedisMemoryStore:
         self._update = self.r.register_script(_UPDATE)
         self._delete = self.r.register_script(_DELETE)
         self._forget = self.r.register_script(_FORGET)
+        self._kv_put = self.r.register_script(_KV_PUT)
+        self._kv_delete = self.r.register_script(_KV_DELETE)
+        self._kv_replace = self.r.register_script(_KV_REPLACE)
         self.r.setnx(f"{prefix}:store_id", uuid.uuid4().hex)
         self.store_id: str = self.r.get(f"{prefix}:store_id").decode()  # type: ignore[union-attr]
 
@@ -225,7 +252,29 @@ class RedisMemoryStore:
                 pipe.hset(f"{self.p}:m:{k}", "last_accessed", repr(now))
             pipe.execute()
 
+    def kv_put(self, space: str, key: str, value: str) -> int:
+        """One script: the value and the version bump commit together."""
+        return int(self._kv_put(args=[self.p, space, key, value]))
+
+    def kv_delete(self, space: str, keys: Sequence[str]) -> int:
+        """Bumps the version only if a key was removed: unchanged contents keep theirs."""
+        return int(self._kv_delete(args=[self.p, space, *keys]))
+
+    def kv_replace(self, space: str, items: Mapping[str, str]) -> int:
+        """One script, so no reader sees the space half replaced."""
+        return int(self._kv_replace(args=[self.p, space, *(x for kv in items.items() for x in kv)]))
+
     # ------------------------------------------------------------------ reads
+
+    def kv_get(self, space: str, key: str) -> str | None:
+        return _s(self.r.hget(f"{self.p}:kv:{space}", key))  # type: ignore[arg-type]
+
+    def kv_items(self, space: str) -> dict[str, str]:
+        raw = self.r.hgetall(f"{self.p}:kv:{space}")
+        return {k.decode(): v.decode() for k, v in raw.items()}  # type: ignore[union-attr]
+
+    def kv_version(self, space: str) -> int:
+        return int(self.r.hget(f"{self.p}:kvver", space) or 0)  # type: ignore[arg-type]
 
     def _load(self, keys: Sequence[int]) -> list[MemoryRecord]:
         with self.r.pipeline(transaction=False) as pipe:

@@ -168,13 +168,3 @@ class InProcessCache:
         self._stats.entries = len(self._entries)
         self._stats.evictions = self._entries.evictions
         return self._stats.as_dict()
-
-
-def open_cache(backend: str, max_entries: int, ttl_s: float, redis_url: str | None = None) -> CacheBackend:
-    if backend == "redis":
-        if not redis_url:
-            raise ValueError("cache.backend 'redis' needs cache.redis_url")
-        from serve_app.core.redis_cache import RedisCache
-
-        return RedisCache(redis_url, max_entries, ttl_s)
-    return InProcessCache(max_entries, ttl_s)

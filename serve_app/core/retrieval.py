@@ -11,6 +11,7 @@ import numpy as np
 
 from serve_app.core.index import ShardIndex
 from serve_app.core.scoring import ScoringSettings, memory_score
+from serve_app.core.tiers import TierRegistry, default_tier_policies
 from serve_app.core.store import MemoryRecord
 
 # Filters and re-scoring drop or reorder candidates, so ask the indexes for more than k.
@@ -66,16 +67,19 @@ def search_user_memories(
     filters: SearchFilters | None = None,
     query_text: str | None = None,
     scoring: ScoringSettings | None = None,
+    tiers: TierRegistry | None = None,
 ) -> list[ScoredMemory]:
     filters = filters or SearchFilters()
     scoring = scoring or ScoringSettings()
+    tiers = tiers or TierRegistry(default_tier_policies())
     text = query_text if scoring.hybrid else None
     fetch = k * OVERFETCH
     while True:
         hits = index.search(user, query, fetch, text)
         records = index.store.get_many(user, (h.key for h in hits))
         found = [
-            ScoredMemory(records[h.key], h.similarity, memory_score(h.fused, records[h.key], now, scoring))
+            ScoredMemory(records[h.key], h.similarity, memory_score(h.fused, records[h.key], now, scoring,
+                                                                tiers.decays(records[h.key].tier)))
             for h in hits
             if h.key in records and filters.accepts(records[h.key], h.similarity, now)
         ]
@@ -90,13 +94,36 @@ def search_user_memories(
     return chosen
 
 
-def as_result(m: ScoredMemory) -> dict[str, Any]:
-    """The wire form a shard returns for one memory."""
-    r = m.record
-    return {
-        "id": r.id, "text": r.text, "score": m.score, "similarity": m.similarity, "tier": r.tier,
-        "metadata": r.metadata, "created_at": r.created_at,
-    }
+@dataclass(frozen=True)
+class SearchHit:
+    """One memory (or knowledge chunk) as a shard returns it across the Ray boundary:
+    a plain frozen dataclass, cheap to pickle, read by attribute everywhere."""
+
+    id: str
+    text: str
+    score: float
+    similarity: float
+    tier: str
+    metadata: dict[str, Any]
+    created_at: float
+
+    @classmethod
+    def of(cls, m: ScoredMemory) -> SearchHit:
+        r = m.record
+        return cls(id=r.id, text=r.text, score=m.score, similarity=m.similarity, tier=r.tier,
+                   metadata=r.metadata, created_at=r.created_at)
+
+
+@dataclass(frozen=True)
+class ShardQuery:
+    """A search of one namespace on one shard: what the retriever client sends."""
+
+    namespace: str
+    vector: np.ndarray
+    k: int
+    filters: SearchFilters | None = None
+    text: str | None = None  # for the lexical half of hybrid search
+    min_seq: int | None = None  # read-your-writes: wait until the shard has applied this
 
 
 def nearest_memories(index: ShardIndex, user: str, vectors: np.ndarray) -> list[tuple[str | None, float]]:

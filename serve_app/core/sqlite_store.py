@@ -3,6 +3,8 @@
 Each write is one `BEGIN IMMEDIATE` transaction (writers are serialised, so `seq`
 order is commit order); with `synchronous=FULL` a commit survives power loss. One
 connection per instance guarded by a lock, so it is safe to call from worker threads.
+Key-value spaces live in `kv` (space, key, value), their versions in `kv_versions`: a row
+per space that is never deleted, so a version survives reopening and never goes backwards.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,13 @@ CREATE TABLE IF NOT EXISTS history (
     seq        INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS history_memory ON history(user, memory_id, hid);
+CREATE TABLE IF NOT EXISTS kv (
+    space  TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    PRIMARY KEY (space, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv_versions (space TEXT PRIMARY KEY, version INTEGER NOT NULL);
 """
 
 _COLUMNS = (
@@ -241,7 +250,48 @@ class SQLiteMemoryStore:
                 [(now, k, user) for k in keys],
             )
 
+    @staticmethod
+    def _bump(cur: sqlite3.Cursor, space: str) -> int:
+        """Next version of the space, inside the write's transaction (BEGIN IMMEDIATE
+        serialises writers across processes, so no two writes get the same version)."""
+        cur.execute("INSERT INTO kv_versions VALUES (?, 1) ON CONFLICT(space) DO UPDATE SET version = version + 1",
+                    (space,))
+        return int(cur.execute("SELECT version FROM kv_versions WHERE space = ?", (space,)).fetchone()[0])
+
+    def kv_put(self, space: str, key: str, value: str) -> int:
+        with self._tx() as cur:
+            cur.execute("INSERT OR REPLACE INTO kv (space, key, value) VALUES (?,?,?)", (space, key, value))
+            return self._bump(cur, space)
+
+    def kv_delete(self, space: str, keys: Sequence[str]) -> int:
+        """Bumps the version only if a key was removed: unchanged contents keep theirs."""
+        if not keys:
+            return self.kv_version(space)
+        with self._tx() as cur:
+            cur.executemany("DELETE FROM kv WHERE space = ? AND key = ?", [(space, k) for k in keys])
+            if cur.rowcount > 0:
+                return self._bump(cur, space)
+            row = cur.execute("SELECT version FROM kv_versions WHERE space = ?", (space,)).fetchone()
+            return int(row[0]) if row else 0
+
+    def kv_replace(self, space: str, items: Mapping[str, str]) -> int:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM kv WHERE space = ?", (space,))
+            cur.executemany("INSERT INTO kv (space, key, value) VALUES (?,?,?)", [(space, k, v) for k, v in items.items()])
+            return self._bump(cur, space)
+
     # ------------------------------------------------------------------ reads
+
+    def kv_get(self, space: str, key: str) -> str | None:
+        rows = self._query("SELECT value FROM kv WHERE space = ? AND key = ?", (space, key))
+        return str(rows[0][0]) if rows else None
+
+    def kv_items(self, space: str) -> dict[str, str]:
+        return dict(self._query("SELECT key, value FROM kv WHERE space = ?", (space,)))
+
+    def kv_version(self, space: str) -> int:
+        rows = self._query("SELECT version FROM kv_versions WHERE space = ?", (space,))
+        return int(rows[0][0]) if rows else 0
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

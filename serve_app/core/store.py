@@ -6,11 +6,16 @@ sequence numbers (`seq`) are global, strictly increasing in commit order, and a 
 log is the subsequence of entries tagged with that shard. A write is acknowledged
 (returns its `seq`) only after it has committed. Two backends implement the contract:
 `SQLiteMemoryStore` (embedded default) and `RedisMemoryStore` (clusters).
+
+Beside the memories the store keeps a small key-value space (`kv_*`) for system records
+that are not searched by vector (ingestion jobs, the document registry, the catalog). It
+never touches memories, the change log, `users()` or `user_version`, so such writes are
+not replayed by every VectorSearch replica; each space has its own version instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -116,6 +121,40 @@ class MemoryStore(Protocol):
     def user_changes_since(self, user: str, seq: int) -> list[Change]: ...
     def last_seq(self, shard: int | None = None) -> int: ...
     def user_version(self, user: str) -> int: ...
+
+    # -- key-value spaces: typed system records outside the memories and their change log.
+    # Values are JSON text; callers serialise their own records. Every write is one atomic
+    # commit, as durable as a memory write once it returns, and bumps the space's version.
+    # A version is persisted, never goes backwards and is never shared by two different
+    # contents of the space, so a reader may cache "contents at version v" and reread only
+    # when `kv_version` changes: read the version *before* the contents (a write in between
+    # then costs one extra reread, never a stale cache). Versions are numbered within one
+    # data set: like snapshots, a cache must also check `store_id`.
+    def kv_get(self, space: str, key: str) -> str | None:
+        """The stored value of `key`, or None."""
+        ...
+
+    def kv_items(self, space: str) -> dict[str, str]:
+        """Every key of the space with its value, read as one consistent state."""
+        ...
+
+    def kv_put(self, space: str, key: str, value: str) -> int:
+        """Insert or overwrite one value; returns the space's new version."""
+        ...
+
+    def kv_delete(self, space: str, keys: Sequence[str]) -> int:
+        """Remove the keys that exist; returns the space's version, bumped only if something
+        was removed (unchanged contents keep their version)."""
+        ...
+
+    def kv_replace(self, space: str, items: Mapping[str, str]) -> int:
+        """Make `items` the whole space (old keys go) in one commit; returns the new version."""
+        ...
+
+    def kv_version(self, space: str) -> int:
+        """0 for a space never written; strictly increases with every write to it."""
+        ...
+
     def close(self) -> None: ...
 
 

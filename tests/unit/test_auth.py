@@ -8,18 +8,19 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from serve_app.api import build_runtime, create_app
+from serve_app.app import create_app
+from serve_app.runtime import build_runtime
 from serve_app.settings import AppSettings
-from tests.fakes import FakeServices
+from tests.fakes import FakeGraph
 
 MODEL = "smollm2-135m-instruct"
 
 
 @pytest.fixture
-def guarded(settings: AppSettings, services: FakeServices, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+def guarded(settings: AppSettings, graph: FakeGraph, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     settings.server.api_keys = ["sk-config"]
     monkeypatch.setenv("MEMSERVE_API_KEYS", "sk-env-1, sk-env-2")
-    with TestClient(create_app(build_runtime(settings, services, services.store, len(services.shards)))) as client:
+    with TestClient(create_app(build_runtime(settings, graph.clients(settings.cache), graph.store))) as client:
         yield client
 
 

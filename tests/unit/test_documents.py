@@ -9,10 +9,11 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from serve_app.api import build_runtime, create_app
+from serve_app.app import create_app
+from serve_app.runtime import build_runtime
 from serve_app.core.store import NewMemory
-from serve_app.knowledge import KnowledgeService, kb_namespace
-from tests.fakes import FakeServices, bag_of_words
+from serve_app.documents import kb_namespace
+from tests.fakes import FakeGraph, bag_of_words
 from tests.unit.test_parsers import docx_bytes, pdf_bytes
 
 MODEL = "smollm2-135m-instruct"
@@ -65,16 +66,16 @@ def test_reupload_does_not_duplicate(client: TestClient) -> None:
     assert len(client.get("/v1/documents").json()["data"]) == 1
 
 
-def test_delete_removes_every_chunk_from_every_shard(client: TestClient, services: FakeServices) -> None:
+def test_delete_removes_every_chunk_from_every_shard(client: TestClient, graph: FakeGraph) -> None:
     text = " ".join(f"Paragraph {i} explains the rules of croquet in detail." for i in range(60))
     doc = upload(client, "croquet.txt", text.encode())
     job = finish(client, doc["job_id"])
     assert job["chunks_total"] > 4
-    per_shard = [services.store.count(kb_namespace("shared", s)) for s in range(len(services.shards))]
+    per_shard = [graph.store.count(kb_namespace("shared", s)) for s in range(len(graph.shards))]
     assert sum(per_shard) == job["chunks_total"] and all(n > 0 for n in per_shard)  # spread over all shards
     assert sources(client, "rules of croquet")
     assert client.delete(f"/v1/documents/{doc['document_id']}").json()["deleted"]
-    assert [services.store.count(kb_namespace("shared", s)) for s in range(len(services.shards))] == [0, 0]
+    assert [graph.store.count(kb_namespace("shared", s)) for s in range(len(graph.shards))] == [0, 0]
     assert sources(client, "rules of croquet") == []
     assert client.get("/v1/documents").json()["data"] == []
     assert client.delete(f"/v1/documents/{doc['document_id']}").status_code == 404
@@ -101,12 +102,12 @@ def test_refused_at_once(client: TestClient, name: str, data: bytes, reason: str
     ("broken.pdf", b"%PDF-1.4 garbage", "PDF"),
     ("blank.md", b"   \n\n  ", "no text"),
 ])
-def test_failed_jobs_say_why_and_leave_nothing(client: TestClient, services: FakeServices, name: str, data: bytes,
+def test_failed_jobs_say_why_and_leave_nothing(client: TestClient, graph: FakeGraph, name: str, data: bytes,
                                                reason: str) -> None:
     job = finish(client, upload(client, name, data)["job_id"])
     assert job["status"] == "failed" and reason in job["error"]
     assert client.get("/v1/documents").json()["data"] == []
-    assert sum(services.store.count(kb_namespace("shared", s)) for s in range(len(services.shards))) == 0
+    assert sum(graph.store.count(kb_namespace("shared", s)) for s in range(len(graph.shards))) == 0
 
 
 def test_bad_scope_and_oversize(client: TestClient, settings) -> None:  # type: ignore[no-untyped-def]
@@ -124,9 +125,9 @@ def test_uploads_are_spooled_to_disk_and_cleaned_up(client: TestClient, settings
     assert list(settings.resolve_path("uploads").glob("*")) == []  # the spooled copy is gone
 
 
-def test_any_replica_reports_a_job(client: TestClient, settings, services: FakeServices) -> None:  # type: ignore[no-untyped-def]
+def test_any_replica_reports_a_job(client: TestClient, settings, graph: FakeGraph) -> None:  # type: ignore[no-untyped-def]
     """The upload goes to one Orchestrator replica, the status question to another."""
-    other = create_app(build_runtime(settings, services, services.store, len(services.shards)))
+    other = create_app(build_runtime(settings, graph.clients(settings.cache), graph.store))
     with TestClient(other) as second:
         accepted = upload(client, "notes.txt", b"Tapirs are found in South America and Asia.")
         seen = second.get(f"/v1/documents/jobs/{accepted['job_id']}").json()
@@ -135,7 +136,7 @@ def test_any_replica_reports_a_job(client: TestClient, settings, services: FakeS
         assert finish(second, accepted["job_id"]) == done and done["status"] == "done"
 
 
-def test_chunks_of_an_unregistered_document_never_surface(client: TestClient, services: FakeServices,
+def test_chunks_of_an_unregistered_document_never_surface(client: TestClient, graph: FakeGraph,
                                                           settings) -> None:  # type: ignore[no-untyped-def]
     """A replica that dies between committing chunks and registering the document leaves
     chunks behind; searches only return chunks of registered documents."""
@@ -144,14 +145,14 @@ def test_chunks_of_an_unregistered_document_never_surface(client: TestClient, se
     orphan = NewMemory(text="Wombats dig long burrows with strong claws.", tier="semantic", importance=0.5,
                        embedding=vector, metadata={"document_id": "doc-orphan", "filename": "lost.txt",
                                                    "scope": "shared", "chunk_index": 0})
-    services.store.add(kb_namespace("shared", 0), 0, [orphan], "ingest")
+    graph.store.add(kb_namespace("shared", 0), 0, [orphan], "ingest")
     found = sources(client, "wombats dig burrows droppings")
     assert [s["filename"] for s in found] == ["real.txt"]
 
     # Housekeeping reclaims them once they are older than any ingestion could take.
-    knowledge = KnowledgeService(services.store, services, settings.documents, 64)
+    knowledge = build_runtime(settings, graph.clients(), graph.store).knowledge
     assert asyncio.run(knowledge.collect_orphans(older_than_s=3600)) == 0  # might still be in flight
     time.sleep(0.01)
     assert asyncio.run(knowledge.collect_orphans(older_than_s=0)) == 1
-    assert sum(services.store.count(kb_namespace("shared", s)) for s in range(len(services.shards))) == 1
+    assert sum(graph.store.count(kb_namespace("shared", s)) for s in range(len(graph.shards))) == 1
     assert [s["filename"] for s in sources(client, "wombats dig burrows droppings")] == ["real.txt"]

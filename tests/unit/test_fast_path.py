@@ -7,14 +7,14 @@ import asyncio
 
 from fastapi.testclient import TestClient
 
-from serve_app.catalog import CatalogService
 from serve_app.core.decision import DecisionSettings, decide, has_product_keyword, parse_constraints
 from serve_app.generation import GenerationResult
 from serve_app.memory_service import MemoryService
-from serve_app.pipeline import ChatPipeline
+from serve_app.chat.pipeline import ChatPipeline
+from serve_app.clients import LocalEndpoint, NearCacheClient
 from serve_app.protocol import ChatCompletionRequest
 from serve_app.settings import AppSettings
-from tests.fakes import FakeServices
+from tests.fakes import FakeGraph
 
 MODEL = "smollm2-135m-instruct"
 CATALOG = {"products": [
@@ -26,9 +26,6 @@ CATALOG = {"products": [
      "tags": ["hiking"]},
 ]}
 
-
-def pipeline(settings: AppSettings, services: FakeServices, memory: MemoryService) -> ChatPipeline:
-    return ChatPipeline(settings, services, memory, CatalogService(services.store, services, len(services.shards)))
 
 
 def chat(text: str, user: str | None = None, **memserve: object) -> ChatCompletionRequest:
@@ -42,20 +39,20 @@ async def answer(p: ChatPipeline, request: ChatCompletionRequest):  # type: igno
     return result, prepared.info
 
 
-async def test_concurrent_identical_requests_generate_once(settings, services, memory) -> None:  # type: ignore[no-untyped-def]
-    services.generate_delay_s = 0.2
-    p = pipeline(settings, services, memory)
+async def test_concurrent_identical_requests_generate_once(settings, graph, memory, pipeline) -> None:  # type: ignore[no-untyped-def]
+    graph.llm.delay_s = 0.2
+    p = pipeline
     results = await asyncio.gather(*(answer(p, chat("what is the tallest mountain?")) for _ in range(6)))
     await p.drain()
-    assert services.generations == 1
+    assert graph.llm.generations == 1
     assert len({r.text for r, _ in results}) == 1
     kinds = sorted(str(info.cache) for _, info in results)
     assert kinds.count("single_flight") == 5 and kinds.count("None") == 1
-    assert (await services.cache_stats())["dedup_hits"] == 5
+    assert (await graph.cache.stats())["dedup_hits"] == 5
 
 
-async def test_followers_generate_when_the_leader_fails(settings, services, memory) -> None:  # type: ignore[no-untyped-def]
-    p = pipeline(settings, services, memory)
+async def test_followers_generate_when_the_leader_fails(settings, graph, memory, pipeline) -> None:  # type: ignore[no-untyped-def]
+    p = pipeline
     leader = await p.prepare_chat(chat("question"))
     assert leader.leader
     follower = asyncio.ensure_future(p.prepare_chat(chat("question")))
@@ -69,23 +66,23 @@ async def test_followers_generate_when_the_leader_fails(settings, services, memo
     assert prepared.info.timings_ms["single_flight_wait"] < 5000
 
 
-async def test_semantic_cache_never_crosses_users(settings, services, memory) -> None:  # type: ignore[no-untyped-def]
+async def test_semantic_cache_never_crosses_users(settings, graph, memory, pipeline) -> None:  # type: ignore[no-untyped-def]
     settings.cache.semantic = True
     settings.cache.semantic_threshold = 0.8
-    p = pipeline(settings, services, memory)
+    p = pipeline
     await answer(p, chat("what is the capital city of France", user="alice"))
     _, bob = await answer(p, chat("what is the capital city of France?", user="bob"))
     assert not bob.cached
     _, again = await answer(p, chat("what's the capital city of France?", user="alice"))
     assert again.cached and again.cache == "semantic" and again.cache_similarity >= 0.8
-    assert services.generations == 2
+    assert graph.llm.generations == 2
 
 
-async def test_fanout_and_sequential_give_the_same_answer(settings, services, memory) -> None:  # type: ignore[no-untyped-def]
+async def test_fanout_and_sequential_give_the_same_answer(settings, graph, memory, pipeline) -> None:  # type: ignore[no-untyped-def]
     from serve_app.protocol import MemoryIn
 
     await memory.add("alice", [MemoryIn(text="my cat is called Miso")])
-    p = pipeline(settings, services, memory)
+    p = pipeline
     fast, fast_info = await answer(p, chat("what is my cat called?", user="alice", cache=False))
     slow, slow_info = await answer(p, chat("what is my cat called?", user="alice", cache=False, fanout=False))
     assert fast.text == slow.text and fast_info.memories == slow_info.memories
@@ -157,16 +154,15 @@ def test_websocket_round_trip_and_bad_messages(client: TestClient) -> None:
             assert "timings_ms" in events[-1]["memserve"]
 
 
-async def test_near_cache_answers_locally_and_clears(services: FakeServices) -> None:
-    from serve_app.near_cache import NearCacheServices
-
-    near = NearCacheServices(services, max_entries=10, ttl_s=60)
-    await near.cache_put("user:a:1:k", {"text": "x"})
-    await services.cache.clear()  # the shared cache lost it: the near cache still answers
-    assert (await near.cache_get("user:a:1:k")).value == {"text": "x"}
-    assert (await near.cache_stats())["near_hits"] == 1
-    await near.cache_clear("user:a")
-    assert await near.cache_get("user:a:1:k") is None
+async def test_near_cache_answers_locally_and_clears(graph: FakeGraph) -> None:
+    near = NearCacheClient(LocalEndpoint(graph.cache), max_entries=10, ttl_s=60)
+    await near.put("user:a:1:k", {"text": "x"})
+    await graph.cache.clear()  # the shared cache lost it: the near cache still answers
+    hit = await near.get("user:a:1:k")
+    assert hit is not None and hit.value == {"text": "x"}
+    assert (await near.stats())["near_hits"] == 1
+    await near.clear("user:a")
+    assert await near.get("user:a:1:k") is None
 
 
 def test_without_a_catalog_quick_replies_come_beside_generation(client: TestClient) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 
-from serve_app.core.index import ShardIndex, shard_for
+from serve_app.core.index import ShardIndex
+from serve_app.core.sharding import shard_for
 from serve_app.core.retrieval import SearchFilters, search_user_memories
 from serve_app.core.sqlite_store import SQLiteMemoryStore
 from tests.unit.test_store import mem, vec

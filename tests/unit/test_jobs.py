@@ -12,7 +12,7 @@ import pytest
 from serve_app.core.redis_store import RedisMemoryStore
 from serve_app.core.sqlite_store import SQLiteMemoryStore
 from serve_app.core.store import MemoryStore
-from serve_app.jobs import JOB_PREFIX, Job, JobBoard
+from serve_app.jobs import SPACE, Job, JobBoard
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -23,7 +23,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> MemoryStore:
 
 
 def board(store: MemoryStore, **options: float) -> JobBoard:
-    return JobBoard(store, num_shards=2, dim=4, **options)
+    return JobBoard(store, **options)
 
 
 def new_job() -> Job:
@@ -74,6 +74,7 @@ def test_prune_forgets_old_jobs_and_keeps_live_ones(store: MemoryStore) -> None:
         time.sleep(0.01)
         assert await runner.prune() == 1
         assert await runner.get(finished.id) is None and await runner.get(live.id) is live
-        assert [u for u in store.users() if u.startswith(JOB_PREFIX)] == [f"{JOB_PREFIX}{live.id}"]
+        assert list(store.kv_items(SPACE)) == [live.id]
+        assert store.users() == [] and store.last_seq() == 0  # jobs stay out of the memories and their log
 
     asyncio.run(run())

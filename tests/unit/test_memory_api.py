@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from serve_app.core.consolidation import ConsolidationSettings, plan_promotions, promotion_score
 from serve_app.core.store import MemoryRecord
-from serve_app.core.tiers import TierPolicy, default_tier_policies
+from serve_app.core.tiers import TierPolicy, TierRegistry, default_tier_policies
 from serve_app.memory_service import duplicates_within
-from tests.fakes import FakeServices, bag_of_words
+from tests.fakes import FakeGraph, bag_of_words
 
 MODEL = "smollm2-135m-instruct"
 
@@ -81,13 +81,13 @@ def test_stats_per_tier(client: TestClient) -> None:
     assert stats["tiers"]["long_term"]["count"] == 2 and stats["tiers"]["working"] == {"count": 1, "cap": 15, "ttl_s": 900.0}
 
 
-def test_forget_user_leaves_nothing_anywhere(client: TestClient, services: FakeServices) -> None:
+def test_forget_user_leaves_nothing_anywhere(client: TestClient, graph: FakeGraph) -> None:
     ids = add(client, "alice", "alice's diary entry", "alice's address is 12 Elm St")["ids"]
     add(client, "bob", "bob's note")
     chat = {"model": MODEL, "user": "alice", "messages": [{"role": "user", "content": "address?"}],
             "memserve": {"write_back": False}}
     client.post("/v1/chat/completions", json=chat)
-    assert asyncio.run(services.cache.stats())["entries"] == 1
+    assert asyncio.run(graph.cache.stats())["entries"] == 1
     forgotten = client.delete("/v1/users/alice").json()
     assert forgotten["deleted"] and forgotten["seq"] > 0
     assert client.get("/v1/memories", params={"user": "alice"}).json()["data"] == []
@@ -96,7 +96,7 @@ def test_forget_user_leaves_nothing_anywhere(client: TestClient, services: FakeS
         assert client.get(f"/v1/memories/{memory_id}", params={"user": "alice"}).status_code == 404
         assert client.get(f"/v1/memories/{memory_id}/history", params={"user": "alice"}).status_code == 404
     assert client.get("/v1/memories/stats", params={"user": "alice"}).json()["total"] == 0
-    assert asyncio.run(services.cache.stats())["entries"] == 0
+    assert asyncio.run(graph.cache.stats())["entries"] == 0
     answer = client.post("/v1/chat/completions", json=chat).json()
     assert answer["memserve"]["memories"] == [] and not answer["memserve"]["cached"]
     assert [m["text"] for m in client.get("/v1/memories", params={"user": "bob"}).json()["data"]] == ["bob's note"]
@@ -119,20 +119,20 @@ def record(tier: str, importance: float, access: int, age_s: float, now: float) 
 
 
 def test_promotion_rules() -> None:
-    now, tiers, s = 1e9, default_tier_policies(), ConsolidationSettings()
+    now, tiers, s = 1e9, TierRegistry(default_tier_policies()), ConsolidationSettings()
     strong = record("working", 1.0, 5, 600, now)  # important, used, 2/3 of its TTL old
     weak = record("working", 0.2, 0, 10, now)
-    assert promotion_score(strong, now, tiers["working"], s) >= 0.75 > promotion_score(weak, now, tiers["working"], s)
+    assert promotion_score(strong, now, tiers.policy("working"), s) >= 0.75 > promotion_score(weak, now, tiers.policy("working"), s)
     plan = plan_promotions([strong, weak, record("semantic", 1.0, 9, 1e6, now)], now, tiers, s)
     assert [(p.record.tier, p.to_tier) for p in plan] == [("working", "short_term")]
 
 
-def test_consolidation_promotes_sweeps_and_reports(client: TestClient, services: FakeServices) -> None:
+def test_consolidation_promotes_sweeps_and_reports(client: TestClient, graph: FakeGraph) -> None:
     important = add(client, "alice", "never forget: allergic to penicillin", tier="working", importance=1.0)["ids"][0]
     add(client, "alice", "passing thought", tier="working", importance=0.1)
     for _ in range(5):  # used often
         search(client, "alice", "penicillin allergy")
-    services.maintainer.settings.importance_weight, services.maintainer.settings.age_weight = 0.6, 0.0
+    graph.maintainer.settings.importance_weight, graph.maintainer.settings.age_weight = 0.6, 0.0
     result = client.post("/v1/memories/consolidate", json={"user": "alice"}).json()
     assert result["run"]["promoted"] == 1
     assert result["stats"]["promotions_by_tier"] == {"working->short_term": 1}
@@ -143,7 +143,7 @@ def test_consolidation_promotes_sweeps_and_reports(client: TestClient, services:
     assert client.get("/v1/memories/consolidation").json()["total_promotions"] == 1
 
 
-def test_full_tier_evicts_lowest_scoring(client: TestClient, settings, services: FakeServices) -> None:  # type: ignore[no-untyped-def]
+def test_full_tier_evicts_lowest_scoring(client: TestClient, settings, graph: FakeGraph) -> None:  # type: ignore[no-untyped-def]
     settings.memory.tiers["working"] = TierPolicy(cap=3, ttl_s=900)
     for i, importance in enumerate([0.9, 0.1, 0.8, 0.7]):
         add(client, "alice", f"note number {i} about topic {'abcd'[i]}", tier="working", importance=importance)
@@ -151,7 +151,7 @@ def test_full_tier_evicts_lowest_scoring(client: TestClient, settings, services:
     assert len(texts) == 3 and "note number 1 about topic b" not in texts
 
 
-def test_expired_memories_vanish_and_are_swept(client: TestClient, settings, services: FakeServices) -> None:  # type: ignore[no-untyped-def]
+def test_expired_memories_vanish_and_are_swept(client: TestClient, settings, graph: FakeGraph) -> None:  # type: ignore[no-untyped-def]
     settings.memory.tiers["working"] = TierPolicy(cap=15, ttl_s=0.2)
     memory_id = add(client, "alice", "a fleeting thought", tier="working")["ids"][0]
     assert len(search(client, "alice", "fleeting thought")) == 1

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from serve_app.catalog import CatalogService
 from serve_app.generation import GenerationResult
 from serve_app.memory_service import MemoryService
-from serve_app.pipeline import ChatPipeline
+from serve_app.chat.pipeline import ChatPipeline
 from serve_app.protocol import ChatCompletionRequest, MemoryIn
 from serve_app.settings import AppSettings
-from tests.fakes import FakeServices
+from tests.fakes import FakeGraph
 
-
-def make_pipeline(settings: AppSettings, services: FakeServices, memory: MemoryService) -> ChatPipeline:
-    return ChatPipeline(settings, services, memory, CatalogService(services.store, services, len(services.shards)))
 
 
 def chat(text: str, user: str | None = "alice", **extra: object) -> ChatCompletionRequest:
@@ -27,11 +23,10 @@ async def answer(pipeline: ChatPipeline, request: ChatCompletionRequest) -> tupl
 
 
 async def test_user_memories_reach_the_prompt_and_response(
-    settings: AppSettings, services: FakeServices, memory: MemoryService
+    settings: AppSettings, graph: FakeGraph, memory: MemoryService, pipeline: ChatPipeline
 ) -> None:
     await memory.add("alice", [MemoryIn(text="my cat is called Miso")])
     await memory.add("bob", [MemoryIn(text="my cat is called Tiger")])
-    pipeline = make_pipeline(settings, services, memory)
     result, info = await answer(pipeline, chat("what is my cat called?"))
     assert "Miso" in result.text and "Tiger" not in result.text
     assert [m.text for m in info.memories] == ["my cat is called Miso"]
@@ -39,71 +34,67 @@ async def test_user_memories_reach_the_prompt_and_response(
 
 
 async def test_turn_is_written_back_after_the_answer(
-    settings: AppSettings, services: FakeServices, memory: MemoryService
+    settings: AppSettings, graph: FakeGraph, memory: MemoryService, pipeline: ChatPipeline
 ) -> None:
-    pipeline = make_pipeline(settings, services, memory)
     await answer(pipeline, chat("I just moved to Lisbon"))
-    records = services.store.list("alice", None, 10, None)
+    records = graph.store.list("alice", None, 10, None)
     assert [(r.text, r.tier) for r in records] == [("I just moved to Lisbon", "short_term")]
     _, no_write = await answer(pipeline, chat("secret", memserve={"write_back": False}))
-    assert len(services.store.list("alice", None, 10, None)) == 1
+    assert len(graph.store.list("alice", None, 10, None)) == 1
 
 
 async def test_second_identical_request_is_served_from_cache(
-    settings: AppSettings, services: FakeServices, memory: MemoryService
+    settings: AppSettings, graph: FakeGraph, memory: MemoryService, pipeline: ChatPipeline
 ) -> None:
-    pipeline = make_pipeline(settings, services, memory)
     request = chat("hello there", user=None)
     first, info1 = await answer(pipeline, request)
     second, info2 = await answer(pipeline, request)
-    assert services.generations == 1
+    assert graph.llm.generations == 1
     assert not info1.cached and info2.cached
     assert second.text == first.text and second.completion_tokens == first.completion_tokens
 
 
 async def test_cache_misses_after_memory_changes(
-    settings: AppSettings, services: FakeServices, memory: MemoryService
+    settings: AppSettings, graph: FakeGraph, memory: MemoryService, pipeline: ChatPipeline
 ) -> None:
-    pipeline = make_pipeline(settings, services, memory)
     request = chat("what do I like?", memserve={"write_back": False})
     await answer(pipeline, request)
     await memory.add("alice", [MemoryIn(text="I like jazz")])
     result, info = await answer(pipeline, request)
-    assert not info.cached and services.generations == 2
+    assert not info.cached and graph.llm.generations == 2
     assert "jazz" in result.text
 
 
 async def test_slow_embedding_degrades_instead_of_failing(
-    settings: AppSettings, services: FakeServices, memory: MemoryService
+    settings: AppSettings, graph: FakeGraph, memory: MemoryService, pipeline: ChatPipeline
 ) -> None:
     await memory.add("alice", [MemoryIn(text="my cat is called Miso")])
     settings.server.embed_timeout_s = 0.05
-    services.embed_delay_s = 0.5
-    result, info = await answer(make_pipeline(settings, services, memory), chat("what is my cat called?"))
+    graph.embedder.delay_s = 0.5
+    result, info = await answer(pipeline, chat("what is my cat called?"))
     assert "embed" in info.degraded and info.memories == []
     assert result.text.startswith("echo:")
 
 
-async def test_failed_search_degrades(settings: AppSettings, services: FakeServices, memory: MemoryService) -> None:
-    services.fail_search = True
-    result, info = await answer(make_pipeline(settings, services, memory), chat("anything"))
+async def test_failed_search_degrades(settings: AppSettings, graph: FakeGraph, memory: MemoryService, pipeline: ChatPipeline) -> None:
+    graph.fail_search()
+    result, info = await answer(pipeline, chat("anything"))
     assert info.degraded == ["memory_search"] and result.finish_reason == "stop"
 
 
 async def test_memory_off_skips_embedding_and_search(
-    settings: AppSettings, services: FakeServices, memory: MemoryService
+    settings: AppSettings, graph: FakeGraph, memory: MemoryService, pipeline: ChatPipeline
 ) -> None:
     await memory.add("alice", [MemoryIn(text="my cat is called Miso")])
-    result, info = await answer(make_pipeline(settings, services, memory), chat("cat?", memserve={"memory": False, "products": False}))
+    result, info = await answer(pipeline, chat("cat?", memserve={"memory": False, "products": False}))
     assert info.memories == [] and "embed" not in info.timings_ms
-    assert services.store.list("alice", None, 10, None)[-1].text == "my cat is called Miso"  # no write-back
+    assert graph.store.list("alice", None, 10, None)[-1].text == "my cat is called Miso"  # no write-back
 
 
 async def test_cache_can_be_bypassed_per_request(
-    settings: AppSettings, services: FakeServices, memory: MemoryService
+    settings: AppSettings, graph: FakeGraph, memory: MemoryService, pipeline: ChatPipeline
 ) -> None:
-    pipeline = make_pipeline(settings, services, memory)
     request = chat("hello there", user=None, memserve={"cache": False})
     await answer(pipeline, request)
     _, info = await answer(pipeline, request)
-    assert not info.cached and services.generations == 2
+    assert not info.cached and graph.llm.generations == 2

@@ -1,64 +1,19 @@
-"""The wire protocol: pydantic models of every request and response body.
+"""OpenAI-compatible shapes: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`
+and `/v1/models`, plus the `memserve` extension object they carry both ways.
 
-OpenAI-compatible shapes for `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`
-and `/v1/models`; memserve's own shapes for `/v1/memories*`. Nothing here knows how a
-request is served (that lives in `serve_app.pipeline` and the deployments).
+Kept field-for-field with OpenAI's API so stock clients (the `openai` SDK, LangChain)
+work unchanged; memserve's additions live only under the `memserve` key.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-TIERS = ("working", "short_term", "long_term", "episodic", "semantic")
-Tier = Literal["working", "short_term", "long_term", "episodic", "semantic"]
-
-MAX_K = 50
-MAX_USER_CHARS = 256
-SYSTEM_PREFIX = "__"
-
-
-def check_user(user: str | None) -> str | None:
-    """Ids starting with "__" name system namespaces (the product catalog); no caller
-    may read or write them. Control characters are refused too."""
-    if user is None:
-        return None
-    if user.startswith(SYSTEM_PREFIX):
-        raise ValueError(f"user ids may not start with {SYSTEM_PREFIX!r}")
-    if any(ord(c) < 32 for c in user):
-        raise ValueError("user ids may not contain control characters")
-    return user
-
-
-UserCheck = AfterValidator(check_user)
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
-
-
-class OpenAIModel(BaseModel):
-    """Request bodies accept (and ignore) OpenAI fields memserve does not implement."""
-
-    model_config = ConfigDict(extra="ignore")
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorDetail
-
+from serve_app.core.retrieval import SearchHit
+from serve_app.protocol.common import MAX_K, MAX_USER_CHARS, OpenAIModel, Tier, UserCheck, new_id
 
 # --------------------------------------------------------------------------- memserve options
 
@@ -81,6 +36,10 @@ class MemoryUsed(BaseModel):
     text: str
     score: float
     tier: str
+
+    @classmethod
+    def of(cls, hit: SearchHit) -> MemoryUsed:
+        return cls(id=hit.id, text=hit.text, score=hit.score, tier=hit.tier)
 
 
 class ProductOut(BaseModel):
@@ -323,211 +282,3 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
-
-
-# --------------------------------------------------------------------------- memories
-
-
-UserId = str
-
-
-class MemoryIn(OpenAIModel):
-    text: str = Field(min_length=1)
-    tier: Tier = "long_term"
-    importance: float = Field(default=0.5, ge=0.0, le=1.0)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-class AddMemoriesRequest(OpenAIModel):
-    """One memory (`text` or chat `messages`) or a batch (`memories`)."""
-
-    user: Annotated[str, UserCheck] = Field(min_length=1, max_length=MAX_USER_CHARS)
-    text: str | None = None
-    messages: list[ChatMessage] | None = None
-    memories: list[MemoryIn] | None = Field(default=None, max_length=1000)
-    tier: Tier = "long_term"
-    importance: float = Field(default=0.5, ge=0.0, le=1.0)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    dedup: bool = Field(default=True, description="merge near-duplicates into existing memories")
-
-    @model_validator(mode="after")
-    def _exactly_one_source(self) -> AddMemoriesRequest:
-        given = [x is not None for x in (self.text, self.messages, self.memories)]
-        if sum(given) != 1:
-            raise ValueError("give exactly one of text, messages or memories")
-        if not self.items():
-            raise ValueError("nothing to remember: the text is empty")
-        return self
-
-    def items(self) -> list[MemoryIn]:
-        if self.memories is not None:
-            return self.memories
-        if self.text is not None:
-            texts = [self.text] if self.text.strip() else []
-        else:
-            texts = [f"{m.role}: {m.text()}" for m in self.messages or [] if m.text().strip()]
-        return [
-            MemoryIn(text=t, tier=self.tier, importance=self.importance, metadata=self.metadata)
-            for t in texts
-        ]
-
-
-class AddMemoriesResponse(BaseModel):
-    ids: list[str]
-    seq: int
-
-
-class MemoryFilters(OpenAIModel):
-    metadata: dict[str, Any] = Field(default_factory=dict, description="equality on each key")
-    created_after: float | None = None
-    created_before: float | None = None
-
-
-class SearchMemoriesRequest(OpenAIModel):
-    user: Annotated[str, UserCheck] = Field(min_length=1, max_length=MAX_USER_CHARS)
-    query: str = Field(min_length=1)
-    k: int = Field(default=5, ge=1, le=MAX_K)
-    tiers: list[Tier] | None = None
-    filters: MemoryFilters = Field(default_factory=MemoryFilters)
-    min_seq: int | None = Field(default=None, ge=0)
-
-
-class UpdateMemoryRequest(OpenAIModel):
-    user: Annotated[str, UserCheck] = Field(min_length=1, max_length=MAX_USER_CHARS)
-    text: str | None = Field(default=None, min_length=1)
-    importance: float | None = Field(default=None, ge=0.0, le=1.0)
-    metadata: dict[str, Any] | None = None
-    tier: Tier | None = None
-
-    @model_validator(mode="after")
-    def _changes_something(self) -> UpdateMemoryRequest:
-        if all(v is None for v in (self.text, self.importance, self.metadata, self.tier)):
-            raise ValueError("give at least one of text, importance, metadata or tier")
-        return self
-
-
-class MemoryRecordOut(BaseModel):
-    id: str
-    text: str
-    tier: str
-    importance: float
-    metadata: dict[str, Any]
-    created_at: float
-    updated_at: float
-    access_count: int = 0
-    expires_at: float | None = None
-
-
-class UpdatedResponse(BaseModel):
-    id: str
-    seq: int
-    memory: MemoryRecordOut
-
-
-class HistoryEntry(BaseModel):
-    event: str
-    old_text: str | None
-    new_text: str | None
-    old_tier: str | None
-    new_tier: str | None
-    actor: str
-    at: float
-    seq: int
-
-
-class HistoryResponse(BaseModel):
-    id: str
-    history: list[HistoryEntry]
-
-
-class ConsolidateRequest(OpenAIModel):
-    user: str | None = Field(default=None, min_length=1, max_length=MAX_USER_CHARS)
-
-
-class ForgetResponse(BaseModel):
-    user: str
-    deleted: bool = True
-    seq: int
-
-
-class SearchResult(BaseModel):
-    id: str
-    text: str
-    score: float
-    tier: str
-    metadata: dict[str, Any]
-    created_at: float
-
-
-class SearchMemoriesResponse(BaseModel):
-    results: list[SearchResult]
-
-
-class MemoryList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[MemoryRecordOut]
-    next_cursor: str | None = None
-
-
-class DeletedResponse(BaseModel):
-    id: str
-    deleted: bool = True
-    seq: int
-
-
-class Product(OpenAIModel):
-    name: str = Field(min_length=1, max_length=300)
-    description: str = Field(default="", max_length=4000)
-    category: str = Field(default="", max_length=200)
-    price: float = Field(ge=0)
-    tags: list[str] = Field(default_factory=list)
-
-    @field_validator("tags", mode="before")
-    @classmethod
-    def _split_tags(cls, v: Any) -> Any:
-        return [t.strip() for t in v.replace(";", ",").split(",") if t.strip()] if isinstance(v, str) else v
-
-
-class CatalogRequest(OpenAIModel):
-    products: list[Product] = Field(min_length=1, max_length=10_000)
-
-
-class CatalogResponse(BaseModel):
-    count: int
-    seq: int
-
-
-class CacheClearRequest(OpenAIModel):
-    user: Annotated[str | None, UserCheck] = Field(default=None, min_length=1, max_length=MAX_USER_CHARS)
-
-
-class DocumentAccepted(BaseModel):
-    job_id: str
-    document_id: str
-
-
-class JobOut(BaseModel):
-    id: str
-    document_id: str
-    filename: str
-    status: Literal["queued", "running", "done", "failed"]
-    chunks_done: int
-    chunks_total: int
-    error: str | None
-
-
-class DocumentOut(BaseModel):
-    id: str
-    filename: str
-    scope: str
-    chunks: int
-    created_at: float
-
-
-class DocumentList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[DocumentOut]
-
-
-class HealthResponse(BaseModel):
-    status: Literal["ok"] = "ok"

@@ -1,0 +1,1 @@
+"""The chat path: a completion request as named stages (see `pipeline.py`)."""

@@ -1,0 +1,36 @@
+"""From a request and its context to the engine's request: the prompt and sampling."""
+
+from __future__ import annotations
+
+import uuid
+
+from serve_app.chat.plan import ChatInput
+from serve_app.chat.stages import Context
+from serve_app.core.prompt import build_messages, completion_prompt, knowledge_block, product_block
+from serve_app.generation import GenerationRequest
+from serve_app.protocol import MemoryIn
+from serve_app.settings import AppSettings, MemorySettings
+
+
+def generation_request(settings: AppSettings, chat: ChatInput, context: Context) -> GenerationRequest:
+    """Memories, knowledge excerpts and products in the system turn of a chat, or in
+    front of a plain completion's prompt."""
+    memories = [m.text for m in context.memories]
+    products = context.products.products if context.products else []
+    extra = "\n\n".join(block for block in (knowledge_block(context.sources), product_block(products)) if block)
+    request = chat.request
+    messages = prompt = None
+    if chat.messages is not None:
+        messages = build_messages(settings.server.system_prompt, chat.messages, memories, extra)
+    else:
+        prompt = completion_prompt(chat.query, memories, extra)
+    return GenerationRequest(
+        request_id=f"memserve-{uuid.uuid4().hex}", messages=messages, prompt=prompt,
+        max_tokens=request.token_budget(), temperature=request.temperature, top_p=request.top_p,
+        stop=[request.stop] if isinstance(request.stop, str) else request.stop, seed=request.seed,
+    )
+
+
+def write_back_item(settings: MemorySettings, query: str) -> MemoryIn:
+    """The user's turn as a memory of the configured write-back tier."""
+    return MemoryIn(text=query[: settings.max_text_chars], tier=settings.write_back_tier, metadata={"source": "chat"})

@@ -1,0 +1,86 @@
+"""The wire protocol: pydantic models of every request and response body.
+
+Split by resource (`common`, `openai`, `memories`, `documents`, `admin`) in the style
+of vLLM's `entrypoints/openai/protocol`; this package re-exports every name so callers
+keep importing `from serve_app.protocol import X`. Nothing here knows how a request is
+served (that lives in the pipeline, the services and the deployments).
+"""
+
+from __future__ import annotations
+
+from serve_app.protocol.admin import CacheClearRequest, CatalogRequest, CatalogResponse, HealthResponse, Product
+from serve_app.protocol.common import (
+    MAX_K,
+    MAX_USER_CHARS,
+    SYSTEM_PREFIX,
+    TIERS,
+    ErrorDetail,
+    ErrorResponse,
+    OpenAIModel,
+    Tier,
+    UserCheck,
+    UserId,
+    check_user,
+    new_id,
+)
+from serve_app.protocol.documents import DocumentAccepted, DocumentList, DocumentOut, JobOut
+from serve_app.protocol.memories import (
+    AddMemoriesRequest,
+    AddMemoriesResponse,
+    ConsolidateRequest,
+    DeletedResponse,
+    ForgetResponse,
+    HistoryEntry,
+    HistoryResponse,
+    MemoryFilters,
+    MemoryIn,
+    MemoryList,
+    MemoryRecordOut,
+    SearchMemoriesRequest,
+    SearchMemoriesResponse,
+    SearchResult,
+    UpdatedResponse,
+    UpdateMemoryRequest,
+)
+from serve_app.protocol.openai import (
+    ChatChoice,
+    ChatChoiceMessage,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatMessage,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    DeltaMessage,
+    EmbeddingData,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+    MemoryUsed,
+    MemserveInfo,
+    MemserveOptions,
+    ModelCard,
+    ModelList,
+    ProductOut,
+    SamplingFields,
+    SourceOut,
+    StreamOptions,
+    TextPart,
+    Usage,
+)
+
+__all__ = [
+    "MAX_K", "MAX_USER_CHARS", "SYSTEM_PREFIX", "TIERS",
+    "AddMemoriesRequest", "AddMemoriesResponse", "CacheClearRequest", "CatalogRequest", "CatalogResponse",
+    "ChatChoice", "ChatChoiceMessage", "ChatChunkChoice", "ChatCompletionChunk", "ChatCompletionRequest",
+    "ChatCompletionResponse", "ChatMessage", "CompletionChoice", "CompletionRequest", "CompletionResponse",
+    "ConsolidateRequest", "DeletedResponse", "DeltaMessage", "DocumentAccepted", "DocumentList", "DocumentOut",
+    "EmbeddingData", "EmbeddingRequest", "EmbeddingResponse", "EmbeddingUsage", "ErrorDetail", "ErrorResponse",
+    "ForgetResponse", "HealthResponse", "HistoryEntry", "HistoryResponse", "JobOut", "MemoryFilters", "MemoryIn",
+    "MemoryList", "MemoryRecordOut", "MemoryUsed", "MemserveInfo", "MemserveOptions", "ModelCard", "ModelList",
+    "OpenAIModel", "Product", "ProductOut", "SamplingFields", "SearchMemoriesRequest", "SearchMemoriesResponse",
+    "SearchResult", "SourceOut", "StreamOptions", "TextPart", "Tier", "UpdateMemoryRequest", "UpdatedResponse",
+    "Usage", "UserCheck", "UserId", "check_user", "new_id",
+]

@@ -1,0 +1,43 @@
+"""Shapes of the operator endpoints: the product catalog load, cache clearing, health.
+
+`Product` is also what `serve_app.catalog` stores, so a CSV row and a JSON product go
+through the same validators.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from serve_app.protocol.common import MAX_USER_CHARS, OpenAIModel, UserCheck
+
+
+class Product(OpenAIModel):
+    name: str = Field(min_length=1, max_length=300)
+    description: str = Field(default="", max_length=4000)
+    category: str = Field(default="", max_length=200)
+    price: float = Field(ge=0)
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _split_tags(cls, v: Any) -> Any:
+        return [t.strip() for t in v.replace(";", ",").split(",") if t.strip()] if isinstance(v, str) else v
+
+
+class CatalogRequest(OpenAIModel):
+    products: list[Product] = Field(min_length=1, max_length=10_000)
+
+
+class CatalogResponse(BaseModel):
+    count: int
+    seq: int
+
+
+class CacheClearRequest(OpenAIModel):
+    user: Annotated[str | None, UserCheck] = Field(default=None, min_length=1, max_length=MAX_USER_CHARS)
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"

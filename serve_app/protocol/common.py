@@ -1,0 +1,58 @@
+"""Shapes and checks every part of the wire protocol shares.
+
+The OpenAI request base (unknown fields ignored), the user-id rules that keep callers
+out of system namespaces, the error envelope and the limits: one place, so the
+OpenAI, memory and document modules cannot drift apart on them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+TIERS = ("working", "short_term", "long_term", "episodic", "semantic")
+Tier = Literal["working", "short_term", "long_term", "episodic", "semantic"]
+
+MAX_K = 50
+MAX_USER_CHARS = 256
+SYSTEM_PREFIX = "__"
+
+UserId = str
+
+
+def check_user(user: str | None) -> str | None:
+    """Ids starting with "__" name system namespaces (the product catalog); no caller
+    may read or write them. Control characters are refused too."""
+    if user is None:
+        return None
+    if user.startswith(SYSTEM_PREFIX):
+        raise ValueError(f"user ids may not start with {SYSTEM_PREFIX!r}")
+    if any(ord(c) < 32 for c in user):
+        raise ValueError("user ids may not contain control characters")
+    return user
+
+
+UserCheck = AfterValidator(check_user)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+class OpenAIModel(BaseModel):
+    """Request bodies accept (and ignore) OpenAI fields memserve does not implement."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,62 @@
+"""The knowledge base: upload a document (202 + a job to poll), list and delete them.
+
+The upload is spooled to disk and ingested in the background, so the request returns
+before the (possibly long) parse, chunk and embed; the job says how far it got.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from serve_app.documents import parse_scope
+from serve_app.errors import APIError
+from serve_app.ingest.parsers import detect_kind
+from serve_app.protocol import DocumentAccepted, DocumentList, DocumentOut, JobOut
+from serve_app.runtime import RuntimeDep
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["documents"])
+
+
+@router.post("/v1/documents", response_model=DocumentAccepted, status_code=202)
+async def upload_document(
+    rt: RuntimeDep, file: Annotated[UploadFile, File()], scope: Annotated[str, Form()] = "shared"
+) -> DocumentAccepted:
+    try:
+        scope = parse_scope(scope)
+    except ValueError as exc:
+        raise APIError(400, str(exc), "scope") from None
+    filename = file.filename or "upload"
+    detect_kind(filename)  # refuse an unsupported type before reading the body
+    path, content_hash = await rt.knowledge.spool(file.file, rt.settings.resolve_path("uploads"))
+    job = await rt.knowledge.submit(filename, path, content_hash, scope)
+    return DocumentAccepted(job_id=job.id, document_id=job.document_id)
+
+
+@router.get("/v1/documents/jobs/{job_id}", response_model=JobOut)
+async def document_job(job_id: str, rt: RuntimeDep) -> JobOut:
+    job = await rt.knowledge.jobs.get(job_id)
+    if job is None:
+        raise APIError(404, f"no job {job_id}", "job_id", "job_not_found")
+    return JobOut(id=job.id, document_id=job.document_id, filename=job.filename, status=job.status,  # type: ignore[arg-type]
+                  chunks_done=job.chunks_done, chunks_total=job.chunks_total, error=job.error)
+
+
+@router.get("/v1/documents", response_model=DocumentList)
+async def list_documents(rt: RuntimeDep) -> DocumentList:
+    documents = sorted(await rt.knowledge.documents(), key=lambda d: d.created_at)
+    return DocumentList(data=[
+        DocumentOut(id=d.id, filename=d.filename, scope=d.scope, chunks=d.chunks, created_at=d.created_at)
+        for d in documents
+    ])
+
+
+@router.delete("/v1/documents/{document_id}")
+async def delete_document(document_id: str, rt: RuntimeDep) -> dict[str, Any]:
+    if not await rt.knowledge.delete(document_id):
+        raise APIError(404, f"no document {document_id}", "document_id", "document_not_found")
+    return {"id": document_id, "deleted": True}

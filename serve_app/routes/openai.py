@@ -1,0 +1,94 @@
+"""The OpenAI-compatible endpoints: chat and text completions, embeddings, models.
+
+Stock OpenAI clients call these unchanged; memory, products and sources ride along in
+the `memserve` object the pipeline fills in.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from serve_app.chat.pipeline import Prepared
+from serve_app.generation import GenerationResult
+from serve_app.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingData,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+    ModelCard,
+    ModelList,
+)
+from serve_app.responses import chain, chat_events, chat_response, completion_events, completion_response
+from serve_app.runtime import Runtime, RuntimeDep
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["openai"])
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(rt: RuntimeDep) -> ModelList:
+    names = [rt.settings.llm.served_model_name, rt.settings.embedder.served_model_name]
+    return ModelList(data=[ModelCard(id=n, created=rt.started) for n in names])
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, rt: RuntimeDep) -> Any:
+    rt.check_model(body.model)
+    return await _answer(rt, await rt.pipeline.prepare_chat(body), body)
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, rt: RuntimeDep) -> Any:
+    rt.check_model(body.model)
+    echo = body.prompt if body.echo else None
+    return await _answer(rt, await rt.pipeline.prepare_completion(body), body, echo)  # type: ignore[arg-type]
+
+
+@router.post("/v1/embeddings", response_model=EmbeddingResponse)
+async def embeddings(body: EmbeddingRequest, rt: RuntimeDep) -> EmbeddingResponse:
+    rt.check_model(body.model, kind="embedding")
+    texts: list[str] = body.input  # type: ignore[assignment]  # the validator made it a list
+    vectors = await rt.clients.embedder.embed(texts)
+    tokens = await rt.clients.embedder.count_tokens(texts)
+    data = [EmbeddingData(index=i, embedding=_encode_vector(v, body.encoding_format)) for i, v in enumerate(vectors)]
+    return EmbeddingResponse(data=data, model=body.model, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))
+
+
+async def _answer(
+    rt: Runtime, prepared: Prepared, body: ChatCompletionRequest | CompletionRequest, echo: str | None = None
+) -> Any:
+    """A whole response body, or an SSE stream when the request asked for one."""
+    model = rt.settings.llm.served_model_name
+    chunks = rt.pipeline.stream(prepared)
+    is_chat = isinstance(body, ChatCompletionRequest)
+    if not body.stream:
+        result = GenerationResult.collect([c async for c in chunks])
+        if is_chat:
+            return chat_response(model, prepared, result)
+        return completion_response(model, prepared, result, echo)
+    # Pull the first chunk before answering 200, so a request the engine refuses
+    # (e.g. too long for the context) gets a proper 4xx instead of a broken stream.
+    first = await anext(chunks)
+    events = chat_events if is_chat else completion_events
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return StreamingResponse(
+        events(prepared, model, chain(first, chunks), include_usage), media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )
+
+
+def _encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        return base64.b64encode(np.asarray(vector, dtype=np.float32).tobytes()).decode()
+    return [float(x) for x in vector]
