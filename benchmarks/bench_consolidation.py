@@ -22,7 +22,7 @@ import numpy as np
 from serve_app.core.consolidation import ConsolidationSettings
 from serve_app.core.store import NewMemory
 from serve_app.core.stores import open_store
-from serve_app.core.tiers import default_tier_policies
+from serve_app.core.tiers import TierRegistry, default_tier_policies
 from serve_app.maintenance import TierMaintainer
 
 TIERS = ["working", "short_term", "long_term", "episodic"]
@@ -53,7 +53,7 @@ def main() -> None:
             store = open_store(args.backend, sqlite_path=Path(tmp) / f"run{run}.sqlite3", redis_url=args.redis_url,
                                redis_prefix=f"bench{uuid.uuid4().hex[:6]}")
             fill(store, "bench", args.entries, rng)
-            maintainer = TierMaintainer(store, default_tier_policies(), ConsolidationSettings(), num_shards=2)
+            maintainer = TierMaintainer(store, TierRegistry(default_tier_policies()), ConsolidationSettings(), num_shards=2)
             started = time.perf_counter()
             result = maintainer.maintain_user("bench", now=time.time() + 3 * 24 * 3600)
             timings.append((time.perf_counter() - started) * 1000)

@@ -23,6 +23,7 @@ from serve_app.protocol import (
     CompletionChoice,
     CompletionResponse,
     DeltaMessage,
+    MemserveInfo,
     Usage,
     new_id,
 )
@@ -55,7 +56,9 @@ def chat_response(model: str, prepared: Prepared, result: GenerationResult) -> C
     )
 
 
-def completion_response(model: str, prepared: Prepared, result: GenerationResult, echo: str | None) -> CompletionResponse:
+def completion_response(
+    model: str, prepared: Prepared, result: GenerationResult, echo: str | None
+) -> CompletionResponse:
     text = (echo or "") + result.text
     return CompletionResponse(
         model=model,
@@ -88,7 +91,7 @@ async def _events(
             last = step
             if step.text:
                 yield _sse(delta(step.text))
-    except Exception as exc:  # noqa: BLE001 - headers are sent: report in the stream
+    except Exception as exc:  # headers are sent: report in the stream
         logger.exception("stream failed")
         yield _sse(json.dumps(error_body(500, f"generation failed: {exc}", code="generation_failed")))
         yield DONE
@@ -103,9 +106,11 @@ def chat_events(
 ) -> AsyncIterator[str]:
     cid, created = new_id("chatcmpl"), int(time.time())
 
-    def body(delta: DeltaMessage | None, finish: str | None = None, **extra: object) -> str:
+    def body(delta: DeltaMessage | None, finish: str | None = None, *, usage: Usage | None = None,
+             memserve: MemserveInfo | None = None) -> str:
         choices = [] if delta is None else [ChatChunkChoice(delta=delta, finish_reason=finish)]
-        chunk = ChatCompletionChunk(id=cid, created=created, model=model, choices=choices, **extra)
+        chunk = ChatCompletionChunk(id=cid, created=created, model=model, choices=choices, usage=usage,
+                                    memserve=memserve)
         return chunk.model_dump_json(exclude_none=True)
 
     def final(last: GenerationChunk) -> list[str]:
@@ -125,16 +130,15 @@ def completion_events(
 ) -> AsyncIterator[str]:
     cid, created = new_id("cmpl"), int(time.time())
 
-    def body(text: str, finish: str | None = None, **extra: object) -> str:
+    def body(text: str, finish: str | None = None, *, usage: Usage | None = None,
+             memserve: MemserveInfo | None = None) -> str:
         choice = CompletionChoice(text=text, finish_reason=finish)
-        return CompletionResponse(id=cid, created=created, model=model, choices=[choice], **extra).model_dump_json(
-            exclude_none=True
-        )
+        response = CompletionResponse(id=cid, created=created, model=model, choices=[choice], usage=usage,
+                                      memserve=memserve)
+        return response.model_dump_json(exclude_none=True)
 
     def final(last: GenerationChunk) -> list[str]:
-        extra: dict[str, object] = {"memserve": prepared.info}
-        if include_usage:
-            extra["usage"] = usage_of(last)
-        return [body("", last.finish_reason or "stop", **extra)]
+        usage = usage_of(last) if include_usage else None
+        return [body("", last.finish_reason or "stop", usage=usage, memserve=prepared.info)]
 
     return _events(chunks, body, final)

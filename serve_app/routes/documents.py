@@ -42,7 +42,7 @@ async def document_job(job_id: str, rt: RuntimeDep) -> JobOut:
     job = await rt.knowledge.jobs.get(job_id)
     if job is None:
         raise APIError(404, f"no job {job_id}", "job_id", "job_not_found")
-    return JobOut(id=job.id, document_id=job.document_id, filename=job.filename, status=job.status,  # type: ignore[arg-type]
+    return JobOut(id=job.id, document_id=job.document_id, filename=job.filename, status=job.status,
                   chunks_done=job.chunks_done, chunks_total=job.chunks_total, error=job.error)
 
 

@@ -62,7 +62,8 @@ async def embeddings(body: EmbeddingRequest, rt: RuntimeDep) -> EmbeddingRespons
     vectors = await rt.clients.embedder.embed(texts)
     tokens = await rt.clients.embedder.count_tokens(texts)
     data = [EmbeddingData(index=i, embedding=_encode_vector(v, body.encoding_format)) for i, v in enumerate(vectors)]
-    return EmbeddingResponse(data=data, model=body.model, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))
+    usage = EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
+    return EmbeddingResponse(data=data, model=body.model, usage=usage)
 
 
 async def _answer(

@@ -35,7 +35,7 @@ async def chat_socket(websocket: WebSocket, rt: Runtime) -> None:
             await _chat(websocket, rt, await websocket.receive_text())
         except WebSocketDisconnect:
             return
-        except Exception as exc:  # noqa: BLE001 - report it, keep the connection
+        except Exception as exc:  # report it, keep the connection open
             await websocket.send_json({"type": "error", "error": to_error(exc).detail()})
 
 
