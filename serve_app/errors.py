@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serve_app.core.tiers import UnknownTier
 from serve_app.generation import PromptTooLongError
 from serve_app.ingest.parsers import DocumentError
 from serve_app.protocol import ErrorDetail, ErrorResponse
@@ -97,6 +98,8 @@ def to_error(exc: BaseException) -> APIError:
     if isinstance(exc, RequestValidationError):
         message, param = validation_message(exc)
         return APIError(400, message, param, "invalid_value")
+    if isinstance(exc, UnknownTier):
+        return APIError(400, str(exc), "tier", "invalid_value")
     if isinstance(exc, DocumentError):
         return APIError(400, str(exc), "file", "invalid_document")
     if isinstance(exc, PromptTooLongError):
@@ -113,7 +116,7 @@ def as_request_error(exc: ValidationError) -> RequestValidationError:
 
 
 _HANDLED: tuple[type[Exception], ...] = (
-    APIError, RequestValidationError, DocumentError, PromptTooLongError, StarletteHTTPException, Exception,
+    APIError, RequestValidationError, UnknownTier, DocumentError, PromptTooLongError, StarletteHTTPException, Exception,
 )
 
 

@@ -167,7 +167,7 @@ class MemoryService:
         record = await asyncio.to_thread(self.store.get, user, memory_id)
         return None if record is None or record.expired(time.time()) else record_out(record)
 
-    async def list(
+    async def page(
         self, user: str, tier: str | None, limit: int, cursor: str | None
     ) -> tuple[list[MemoryRecordOut], str | None]:
         if tier is not None:

@@ -13,7 +13,6 @@ from serve_app.protocol.common import (
     MAX_K,
     MAX_USER_CHARS,
     SYSTEM_PREFIX,
-    TIERS,
     ErrorDetail,
     ErrorResponse,
     OpenAIModel,
@@ -72,7 +71,7 @@ from serve_app.protocol.openai import (
 )
 
 __all__ = [
-    "MAX_K", "MAX_USER_CHARS", "SYSTEM_PREFIX", "TIERS",
+    "MAX_K", "MAX_USER_CHARS", "SYSTEM_PREFIX",
     "AddMemoriesRequest", "AddMemoriesResponse", "CacheClearRequest", "CatalogRequest", "CatalogResponse",
     "ChatChoice", "ChatChoiceMessage", "ChatChunkChoice", "ChatCompletionChunk", "ChatCompletionRequest",
     "ChatCompletionResponse", "ChatMessage", "CompletionChoice", "CompletionRequest", "CompletionResponse",

@@ -8,12 +8,13 @@ OpenAI, memory and document modules cannot drift apart on them.
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-TIERS = ("working", "short_term", "long_term", "episodic", "semantic")
-Tier = Literal["working", "short_term", "long_term", "episodic", "semantic"]
+# A memory tier's name. Which names exist is configuration (`memory.tiers`, checked by the
+# tier registry with a 400 naming the configured tiers), so the wire type is a plain name.
+Tier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
 
 MAX_K = 50
 MAX_USER_CHARS = 256

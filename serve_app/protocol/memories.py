@@ -17,7 +17,7 @@ from serve_app.protocol.openai import ChatMessage
 
 class MemoryIn(OpenAIModel):
     text: str = Field(min_length=1)
-    tier: Tier = "long_term"
+    tier: Tier | None = Field(default=None, description="default: the server's memory.default_tier")
     importance: float = Field(default=0.5, ge=0.0, le=1.0)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -29,7 +29,7 @@ class AddMemoriesRequest(OpenAIModel):
     text: str | None = None
     messages: list[ChatMessage] | None = None
     memories: list[MemoryIn] | None = Field(default=None, max_length=1000)
-    tier: Tier = "long_term"
+    tier: Tier | None = Field(default=None, description="default: the server's memory.default_tier")
     importance: float = Field(default=0.5, ge=0.0, le=1.0)
     metadata: dict[str, Any] = Field(default_factory=dict)
     dedup: bool = Field(default=True, description="merge near-duplicates into existing memories")

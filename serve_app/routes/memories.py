@@ -15,7 +15,6 @@ from fastapi import APIRouter, Path, Query
 from serve_app.errors import APIError
 from serve_app.protocol import (
     MAX_USER_CHARS,
-    TIERS,
     AddMemoriesRequest,
     AddMemoriesResponse,
     ConsolidateRequest,
@@ -63,9 +62,7 @@ async def list_memories(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(pattern=r"^\d+$")] = None,
 ) -> MemoryList:
-    if tier is not None and tier not in TIERS:
-        raise APIError(400, f"tier must be one of {', '.join(TIERS)}", "tier")
-    data, next_cursor = await rt.memory.list(user, tier, limit, cursor)
+    data, next_cursor = await rt.memory.page(user, tier, limit, cursor)
     return MemoryList(data=data, next_cursor=next_cursor)
 
 
