@@ -10,7 +10,7 @@ STACK  ?= cpu
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install models run test unit bench clean
+.PHONY: install models run test unit bench clean load lint
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,13 @@ run: models
 	$(VENV)/bin/serve run configs/local.yaml
 
 test: models
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -v
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 unit: $(STAMP)
 	$(PY) -m pytest -v tests/unit
@@ -44,3 +50,7 @@ bench: models
 
 clean:
 	rm -rf $(VENV) data
+
+# Bounded load test against a running app (`make run` in another shell): report + chart in load-report/.
+load: $(STAMP)
+	$(PY) benchmarks/load_report.py --host http://127.0.0.1:8000 --duration 60s --users 16 --spawn-rate 4 --out load-report

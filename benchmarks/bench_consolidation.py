@@ -53,7 +53,8 @@ def main() -> None:
             store = open_store(args.backend, sqlite_path=Path(tmp) / f"run{run}.sqlite3", redis_url=args.redis_url,
                                redis_prefix=f"bench{uuid.uuid4().hex[:6]}")
             fill(store, "bench", args.entries, rng)
-            maintainer = TierMaintainer(store, TierRegistry(default_tier_policies()), ConsolidationSettings(), num_shards=2)
+            maintainer = TierMaintainer(store, TierRegistry(default_tier_policies()), ConsolidationSettings(),
+                                        num_shards=2)
             started = time.perf_counter()
             result = maintainer.maintain_user("bench", now=time.time() + 3 * 24 * 3600)
             timings.append((time.perf_counter() - started) * 1000)

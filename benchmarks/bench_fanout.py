@@ -77,7 +77,8 @@ async def main() -> None:
     async with httpx.AsyncClient(base_url=args.url, timeout=120) as client:
         memories = [{"text": FACTS[i % 6].format(c=CITIES[i % 8], f=FOODS[i % 6], j=JOBS[i % 6]) + f" (note {i})"}
                     for i in range(200)]
-        (await client.post("/v1/memories", json={"user": user, "memories": memories, "dedup": False})).raise_for_status()
+        added = await client.post("/v1/memories", json={"user": user, "memories": memories, "dedup": False})
+        added.raise_for_status()
         (await client.post("/v1/catalog", json={"products": CATALOG})).raise_for_status()
         for fanout in (True, False):  # warm both paths
             await one(client, user, f"hello {fanout}", fanout)
@@ -92,13 +93,14 @@ async def main() -> None:
     print(f"\n{args.requests} requests each way (cache lookup + embedding, memory search + product decision"
           " + single-flight claim; every request a cache miss), ms")
     print("prepare = request start to prompt ready (server side); ttft and total seen by the client")
-    print(f"{'mode':<12}{'prep p50':>10}{'prep p95':>10}{'ttft p50':>10}{'ttft p95':>10}{'total p50':>11}{'total p95':>11}")
+    print(f"{'mode':<12}{'prep p50':>10}{'prep p95':>10}{'ttft p50':>10}{'ttft p95':>10}"
+          f"{'total p50':>11}{'total p95':>11}")
     rows = {}
     for fanout, name in ((True, "fan-out"), (False, "sequential")):
-        cols = list(zip(*results[fanout]))
+        cols = list(zip(*results[fanout], strict=True))
         rows[name] = tuple(v for col in cols for v in (statistics.median(col), pct(list(col), 0.95)))
         print(f"{name:<12}" + "".join(f"{v:>10.1f} " for v in rows[name]))
-    ratio = [s / f for f, s in zip(rows["fan-out"], rows["sequential"])]
+    ratio = [s / f for f, s in zip(rows["fan-out"], rows["sequential"], strict=True)]
     print(f"{'seq/fan':<12}" + "".join(f"{v:>10.2f} " for v in ratio))
 
 

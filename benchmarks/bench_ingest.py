@@ -20,8 +20,11 @@ import uuid
 
 import httpx
 
-WORDS = ("river harbor lantern copper meadow signal orbit garden falcon marble canyon ember "
-         "willow summit quartz velvet beacon timber glacier pepper saddle violet cobalt thunder").split()
+WORDS = [
+    "river", "harbor", "lantern", "copper", "meadow", "signal", "orbit", "garden", "falcon", "marble", "canyon",
+    "ember", "willow", "summit", "quartz", "velvet", "beacon", "timber", "glacier", "pepper", "saddle", "violet",
+    "cobalt", "thunder",
+]
 
 
 def sentence(rng: random.Random) -> str:
@@ -49,12 +52,14 @@ def main() -> None:
         raw_texts = [corpus_text(rng, 480)[:500] for _ in range(args.chunks)]
         started = time.perf_counter()
         for i in range(0, len(raw_texts), 64):
-            client.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": raw_texts[i:i + 64]}).raise_for_status()
+            batch = {"model": "all-MiniLM-L6-v2", "input": raw_texts[i:i + 64]}
+            client.post("/v1/embeddings", json=batch).raise_for_status()
         raw_rate = len(raw_texts) / (time.perf_counter() - started)
 
         # Pipeline: upload the corpus and wait for every job.
         per_file = args.chunks * 450 // args.files  # 500-char chunks overlap by 50
-        files = [(f"bench-{uuid.uuid4().hex[:6]}-{i}.txt", corpus_text(rng, per_file).encode()) for i in range(args.files)]
+        files = [(f"bench-{uuid.uuid4().hex[:6]}-{i}.txt", corpus_text(rng, per_file).encode())
+                 for i in range(args.files)]
         started = time.perf_counter()
         jobs = [client.post("/v1/documents", files={"file": f}).json()["job_id"] for f in files]
         total = 0

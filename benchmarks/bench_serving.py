@@ -124,7 +124,9 @@ async def main() -> None:
         model = settings.llm.served_model_name
         await via_app(client, model, "warm up")
         for level in levels:
-            results[("app", level)] = summary(await run_level(lambda p: via_app(client, model, p), level, args.requests))
+            results[("app", level)] = summary(
+                await run_level(lambda p: via_app(client, model, p), level, args.requests)
+            )
 
     from serve_app.engine import LLMEngine
 
@@ -144,7 +146,8 @@ async def main() -> None:
             print(f"{level:>4} {path:>7} {r['ttft_p50']:>9.1f} {r['ttft_p95']:>9.1f} "
                   f"{r['total_p50']:>10.1f} {r['total_p95']:>10.1f} {r['tokens_mean']:>7.1f}")
         app, bare = results[("app", level)], results[("engine", level)]
-        print(f"{level:>4} {'ratio':>7} {app['ttft_p50'] / bare['ttft_p50']:>9.2f} {app['ttft_p95'] / bare['ttft_p95']:>9.2f} "
+        print(f"{level:>4} {'ratio':>7} {app['ttft_p50'] / bare['ttft_p50']:>9.2f} "
+              f"{app['ttft_p95'] / bare['ttft_p95']:>9.2f} "
               f"{app['total_p50'] / bare['total_p50']:>10.2f} {app['total_p95'] / bare['total_p95']:>10.2f}")
 
 

@@ -109,7 +109,7 @@ def report(ranks: list[tuple[int, int | None]]) -> dict[str, float]:
         shares = [sum(1 for r in rs if r is not None and r < k) / len(rs) for k in CUTOFFS]
         print(f"{name:<14}{len(rs):>6}" + "".join(f"{s:>8.3f}" for s in shares))
         if name.startswith("all"):
-            totals = {f"top{k}": s for k, s in zip(CUTOFFS, shares)}
+            totals = {f"top{k}": s for k, s in zip(CUTOFFS, shares, strict=True)}
     return totals
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Protocol, cast
 
 import numpy as np
 from ray import serve
@@ -13,6 +14,13 @@ from serve_app.core.embedding_cache import EmbeddingCache
 from serve_app.settings import EmbedderSettings
 
 logger = logging.getLogger("ray.serve")
+
+
+class _BatchSettings(Protocol):
+    """The setters `@serve.batch` attaches to the method it wraps (absent from its stub)."""
+
+    def set_max_batch_size(self, new_max_batch_size: int) -> None: ...
+    def set_batch_wait_timeout_s(self, new_batch_wait_timeout_s: float) -> None: ...
 
 
 @serve.deployment(name="Embedder", ray_actor_options={"num_cpus": 0.25})
@@ -25,12 +33,16 @@ class Embedder:
             torch.set_num_threads(settings.num_threads)
         self.settings = settings
         self.model = SentenceTransformer(models.resolve(settings.model), device=settings.device)
-        self.dim = int(self.model.get_embedding_dimension())
+        dim = self.model.get_embedding_dimension()
+        if dim is None:
+            raise ValueError(f"{settings.model} does not report its embedding dimension")
+        self.dim = int(dim)
         if self.dim != settings.dimension:
             raise ValueError(f"{settings.model} gives {self.dim}-d vectors; set embedder.dimension: {self.dim}")
         self.cache = EmbeddingCache(settings.cache_size)
-        self._embed_batch.set_max_batch_size(settings.max_batch_size)
-        self._embed_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        batching = cast(_BatchSettings, self._embed_batch)
+        batching.set_max_batch_size(settings.max_batch_size)
+        batching.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self.model.encode(["warm up"], normalize_embeddings=True)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
@@ -53,7 +65,7 @@ class Embedder:
         found, missing = self.cache.lookup(texts)
         if missing:
             fresh = await asyncio.gather(*(self._embed_batch(texts[i]) for i in missing))
-            for i, vector in zip(missing, fresh):
+            for i, vector in zip(missing, fresh, strict=True):
                 self.cache.store(texts[i], vector)
                 found[i] = vector
         return np.stack([found[i] for i in range(len(texts))]) if texts else np.empty((0, self.dim), np.float32)

@@ -17,7 +17,7 @@ logger = logging.getLogger("ray.serve")
 
 @serve.deployment(name="LLM", ray_actor_options={"num_cpus": 1})
 class LLM:
-    async def __init__(self, settings: LLMSettings) -> None:
+    async def __init__(self, settings: LLMSettings) -> None:  # type: ignore[misc]  # Ray Serve awaits async constructors
         self.settings = settings
         self.engine = LLMEngine(settings)
         if settings.warmup:

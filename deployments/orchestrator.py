@@ -4,6 +4,7 @@ to the other deployments through typed clients over the handles the builder give
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI
 from ray import serve
@@ -18,7 +19,7 @@ from serve_app.settings import AppSettings
 logger = logging.getLogger("ray.serve")
 
 # Milliseconds: cache hits and hops at the low end, whole generations at the high end.
-LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000]
+LATENCY_BUCKETS_MS: list[float] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000]
 
 
 class RayMetricsSink:
@@ -42,11 +43,11 @@ class Orchestrator:
     def __init__(
         self,
         settings: AppSettings,
-        embedder: DeploymentHandle,
-        shards: list[DeploymentHandle],
-        llm: DeploymentHandle,
-        cache: DeploymentHandle,
-        consolidator: DeploymentHandle,
+        embedder: DeploymentHandle[Any],
+        shards: list[DeploymentHandle[Any]],
+        llm: DeploymentHandle[Any],
+        cache: DeploymentHandle[Any],
+        consolidator: DeploymentHandle[Any],
     ) -> None:
         clients = Clients.over(
             embedder=HandleEndpoint(embedder), shards=[HandleEndpoint(s) for s in shards], llm=HandleEndpoint(llm),

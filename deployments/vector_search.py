@@ -11,8 +11,8 @@ import logging
 
 from ray import serve
 
-from serve_app.shard_search import ShardSearcher
 from serve_app.settings import AppSettings
+from serve_app.shard_search import ShardSearcher
 
 logger = logging.getLogger("ray.serve")
 
@@ -23,7 +23,8 @@ class VectorSearch(ShardSearcher):
         interval = settings.vector_search.snapshot_interval_s
         super().__init__(
             settings.open_store(), shard, settings.embedder.dimension, settings.vector_search.max_loaded_users,
-            settings.memory.scoring, settings.memory.tier_registry(), settings.resolve_path(f"snapshots/shard_{shard}") if interval else None,
+            settings.memory.scoring, settings.memory.tier_registry(),
+            settings.resolve_path(f"snapshots/shard_{shard}") if interval else None,
         )
         self._flusher = asyncio.get_event_loop().create_task(self.flush_every(interval)) if interval else None
         logger.info("VectorSearch shard %d ready at seq %d", shard, self.index.applied_seq)

@@ -9,8 +9,9 @@ Orchestrator, Embedder, VectorSearch_<i>, LLM, Cache, Consolidator.
 # No `from __future__ import annotations`: Ray Serve reads build_app's annotation at run time.
 
 from pathlib import Path
+from typing import cast
 
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from deployments.cache import Cache
 from deployments.consolidator import Consolidator
@@ -25,6 +26,12 @@ def shard_deployment_name(shard: int) -> str:
     return f"VectorSearch_{shard}"
 
 
+def _deployment(cls: type) -> Deployment:
+    """The Deployment that `@serve.deployment` made of `cls` at import. mypy types a
+    decorated class as the class itself (it ignores class decorators' return types)."""
+    return cast(Deployment, cls)
+
+
 def build_app(args: AppSettings) -> Application:
     # The annotation lets Ray Serve validate the YAML `args`; direct callers may pass a dict.
     args = AppSettings.model_validate(args) if isinstance(args, dict) else args
@@ -32,12 +39,12 @@ def build_app(args: AppSettings) -> Application:
     settings = args.model_copy(update={"data_dir": str(Path(args.data_dir).expanduser().resolve())})
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
 
-    embedder = Embedder.bind(settings.embedder)
+    embedder = _deployment(Embedder).bind(settings.embedder)
     shards = [
-        VectorSearch.options(name=shard_deployment_name(i)).bind(settings, i)
+        _deployment(VectorSearch).options(name=shard_deployment_name(i)).bind(settings, i)
         for i in range(settings.vector_search.num_shards)
     ]
-    llm = LLM.bind(settings.llm)
-    cache = Cache.bind(settings.cache)
-    consolidator = Consolidator.bind(settings)
-    return Orchestrator.bind(settings, embedder, shards, llm, cache, consolidator)
+    llm = _deployment(LLM).bind(settings.llm)
+    cache = _deployment(Cache).bind(settings.cache)
+    consolidator = _deployment(Consolidator).bind(settings)
+    return _deployment(Orchestrator).bind(settings, embedder, shards, llm, cache, consolidator)

@@ -88,7 +88,7 @@ class CatalogService:
     async def load(self, products: list[Product]) -> tuple[int, int]:
         """Replace the catalog in one commit; returns the count and the catalog's version."""
         vectors = await self.embedder.embed([product_text(p) for p in products])
-        entries = [CatalogEntry(f"prod-{uuid.uuid4().hex}", p, v) for p, v in zip(products, vectors)]
+        entries = [CatalogEntry(f"prod-{uuid.uuid4().hex}", p, v) for p, v in zip(products, vectors, strict=True)]
         items = {f"{i:08d}": entry.to_json() for i, entry in enumerate(entries)}
         version = await asyncio.to_thread(self.store.kv_replace, SPACE, items)
         return len(entries), version
@@ -107,7 +107,8 @@ class CatalogService:
         vectors = np.stack([e.vector for e in entries.values()]) if entries else np.empty((0, self.dim), np.float32)
         index = UserIndex(vectors.shape[1])  # the embedding model's width when the catalog was loaded
         if entries:
-            index.upsert(np.fromiter(entries, dtype=np.int64), vectors, [product_text(e.product) for e in entries.values()])
+            texts = [product_text(e.product) for e in entries.values()]
+            index.upsert(np.fromiter(entries, dtype=np.int64), vectors, texts)
         categories = sorted({e.product.category for e in entries.values()} - {""})
         return CatalogSnapshot(version, index, entries, categories)
 

@@ -40,7 +40,7 @@ def ingest_file(client: httpx.Client, path: Path, scope: str, poll_s: float = 0.
     job_id = response.json()["job_id"]
     with tqdm(desc=path.name, unit="chunk", leave=True) as bar:
         while True:
-            job = client.get(f"/v1/documents/jobs/{job_id}").json()
+            job: dict[str, object] = client.get(f"/v1/documents/jobs/{job_id}").json()
             bar.total = job["chunks_total"] or None
             bar.n = job["chunks_done"]
             bar.refresh()

@@ -10,11 +10,15 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from serve_app import models, reaper
 from serve_app.generation import GenerationChunk, GenerationRequest, PromptTooLongError
 from serve_app.settings import LLMSettings
+
+if TYPE_CHECKING:
+    from vllm.config.model import ModelDType
+    from vllm.renderers.chat_utils import ChatCompletionMessageParam
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +41,7 @@ class LLMEngine:
         args = AsyncEngineArgs(
             model=self.model_path,
             served_model_name=settings.served_model_name,
-            dtype=settings.dtype,
+            dtype=cast("ModelDType", settings.dtype),  # a str in our settings; vLLM checks the name
             max_model_len=settings.max_model_len,
             enforce_eager=settings.enforce_eager,
             enable_prefix_caching=settings.enable_prefix_caching,
@@ -52,7 +56,10 @@ class LLMEngine:
 
     def render(self, request: GenerationRequest) -> list[int]:
         if request.messages is not None:
-            text = self._tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+            # Our messages are plain role/content dicts, which vLLM's message TypedDicts accept;
+            # with tokenize=False the template returns text (the stub also allows token ids).
+            messages = cast("list[ChatCompletionMessageParam]", request.messages)
+            text = cast(str, self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
         else:
             text = request.prompt or ""
         return list(self._tokenizer.encode(text, add_special_tokens=False))
@@ -87,10 +94,11 @@ class LLMEngine:
         token_ids = self.render(request)
         params = self._sampling_params(request, len(token_ids))
         completion_tokens = 0
+        # mypy reads vLLM as Python 3.10, where the typing.NotRequired of TokensPrompt's optional
+        # keys does not exist, so they read as required: the TypedDict is built through Any.
+        prompt = cast(Any, TokensPrompt)(prompt_token_ids=token_ids)
         try:
-            async for output in self._engine.generate(
-                TokensPrompt(prompt_token_ids=token_ids), params, request.request_id
-            ):
+            async for output in self._engine.generate(prompt, params, request.request_id):
                 step = output.outputs[0]
                 completion_tokens += len(step.token_ids)
                 yield GenerationChunk(

@@ -34,7 +34,8 @@ from serve_app.clients import EmbedderClient, RetrieverClient
 from serve_app.core.retrieval import SearchFilters, ShardQuery
 from serve_app.core.store import MemoryStore
 from serve_app.documents import KB_PREFIX, ChunkRef, Document, kb_namespace, parse_scope
-from serve_app.ingest.ingestion import REGISTRY_SPACE as SPACE, Ingestion
+from serve_app.ingest.ingestion import REGISTRY_SPACE as SPACE
+from serve_app.ingest.ingestion import Ingestion
 from serve_app.ingest.parsers import DocumentError
 from serve_app.jobs import Job, JobBoard
 from serve_app.protocol import SourceOut

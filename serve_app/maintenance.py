@@ -95,5 +95,5 @@ class Consolidation:
             await asyncio.sleep(interval_s)
             try:
                 logger.info("consolidation: %s", await self.run())
-            except Exception:  # noqa: BLE001 - try again next interval
+            except Exception:  # try again next interval
                 logger.exception("consolidation failed")

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from serve_app.clients import CacheClient, EmbedderClient, RetrieverClient
 from serve_app.core.retrieval import SearchFilters, ShardQuery
 from serve_app.core.store import HistoryEvent, MemoryPatch, MemoryRecord, MemoryStore, NewMemory
 from serve_app.maintenance import TierMaintainer
@@ -21,7 +22,6 @@ from serve_app.protocol import (
     SearchResult,
     UpdateMemoryRequest,
 )
-from serve_app.clients import CacheClient, EmbedderClient, RetrieverClient
 from serve_app.settings import MemorySettings
 
 
@@ -84,7 +84,7 @@ class MemoryService:
         ids: list[str | None] = [None] * len(items)
         new_rows: list[int] = []
         merges: list[tuple[int, str]] = []
-        for i, item in enumerate(items):
+        for i in range(len(items)):
             match_id, similarity = existing[i]
             if in_batch[i] is not None:
                 continue  # resolved to its earlier twin below
@@ -96,11 +96,11 @@ class MemoryService:
         if new_rows:
             new = [self._new_memory(items[i], vectors[i], now) for i in new_rows]
             records, seq = await asyncio.to_thread(self.store.add, user, self.shard(user), new, actor)
-            for i, record in zip(new_rows, records):
+            for i, record in zip(new_rows, records, strict=True):  # one record per new row
                 ids[i] = record.id
         if merges:
             merged_ids, merge_seq = await self._merge(user, [(items[i], vectors[i], mid) for i, mid in merges], actor)
-            for (i, _), memory_id in zip(merges, merged_ids):
+            for (i, _), memory_id in zip(merges, merged_ids, strict=True):
                 ids[i] = memory_id
             seq = max(seq, merge_seq)
         for j, twin in enumerate(in_batch):
@@ -125,7 +125,7 @@ class MemoryService:
             metadata = {**(old.metadata if old else {}), **item.metadata}
             patches.append((memory_id, MemoryPatch(text=item.text, embedding=vector, importance=importance,
                                                    metadata=metadata)))
-        records, seq = await asyncio.to_thread(self.store.update, user, self.shard(user), patches, actor, "MERGE")
+        _, seq = await asyncio.to_thread(self.store.update, user, self.shard(user), patches, actor, "MERGE")
         return [memory_id for _, _, memory_id in merges], seq
 
     async def update(self, memory_id: str, request: UpdateMemoryRequest) -> tuple[MemoryRecordOut, int] | None:

@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,9 @@ def convert_smollm2(target: Path) -> Path:
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    plain = LlamaForCausalLM(config).to(torch.bfloat16)
+    # Typed through Any: transformers leaves this __init__ unannotated, and `@wraps(nn.Module.to)`
+    # makes mypy expect a module as `.to`'s first argument (at run time it is nn.Module.to(dtype)).
+    plain = cast(Any, LlamaForCausalLM)(config).to(torch.bfloat16)
     plain.load_state_dict(quantized.state_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))

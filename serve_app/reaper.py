@@ -12,6 +12,7 @@ guard against a recycled pid.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -60,10 +61,8 @@ def reap(parent: tuple[int, float], children: list[tuple[int, float]], poll_s: f
             return 0
         if _same(*parent) is None:
             for process in alive:
-                try:
+                with contextlib.suppress(psutil.Error):
                     process.send_signal(signal.SIGKILL)
-                except psutil.Error:
-                    pass
             return len(alive)
         time.sleep(poll_s)
 

@@ -9,7 +9,6 @@ Ray Serve owns them.
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
 from typing import Any, Literal
 
@@ -171,5 +170,5 @@ class AppSettings(_Section):
 
     def open_store(self) -> MemoryStore:
         s = self.store
-        return open_store(s.backend, sqlite_path=self.resolve_path(s.sqlite_path), sqlite_synchronous=s.sqlite_synchronous,
-                          redis_url=s.redis_url, redis_prefix=s.redis_prefix)
+        return open_store(s.backend, sqlite_path=self.resolve_path(s.sqlite_path),
+                          sqlite_synchronous=s.sqlite_synchronous, redis_url=s.redis_url, redis_prefix=s.redis_prefix)

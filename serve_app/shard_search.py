@@ -65,13 +65,13 @@ class ShardSearcher:
                     saved = await asyncio.to_thread(self.index.flush)
                 if saved:
                     logger.info("shard %d: snapshotted %d user indexes", self.shard, saved)
-            except Exception:  # noqa: BLE001 - snapshots are an optimisation; keep serving
+            except Exception:  # snapshots are an optimisation; keep serving
                 logger.exception("snapshot flush failed")
 
     def close(self) -> None:
         try:
             self.index.flush()
-        except Exception:  # noqa: BLE001 - shutting down; the store has everything
+        except Exception:  # shutting down; the store has everything
             logger.exception("final snapshot flush failed")
 
     async def _wait_for(self, min_seq: int | None) -> None:

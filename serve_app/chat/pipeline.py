@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,7 @@ from serve_app.core.response_cache import CacheHit
 from serve_app.decisions import ProductChoice
 from serve_app.generation import GenerationChunk, GenerationRequest, GenerationResult
 from serve_app.memory_service import MemoryService
-from serve_app.protocol import ChatCompletionRequest, CompletionRequest, MemoryIn, MemoryUsed, MemserveInfo
+from serve_app.protocol import CacheKind, ChatCompletionRequest, CompletionRequest, MemoryIn, MemoryUsed, MemserveInfo
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Prepared:
         self.info.timings_ms, self.info.degraded = self.trace.timings_ms, self.trace.degraded
 
     @classmethod
-    def from_cache(cls, trace: Trace, hit: CacheHit, kind: str) -> Prepared:
+    def from_cache(cls, trace: Trace, hit: CacheHit, kind: CacheKind) -> Prepared:
         info = MemserveInfo(cached=True, cache=kind, cache_similarity=hit.similarity)
         return cls(info=info, trace=trace, cached=GenerationResult(**hit.value))
 
@@ -191,7 +191,7 @@ class ChatPipeline:
 
 def _replay(cached: GenerationResult) -> list[GenerationChunk]:
     chunks = [GenerationChunk(text=text) for text in cached.chunks]
-    return chunks + [GenerationChunk(text="", finish_reason=cached.finish_reason,
+    return [*chunks, GenerationChunk(text="", finish_reason=cached.finish_reason,
                                      prompt_tokens=cached.prompt_tokens, completion_tokens=cached.completion_tokens)]
 
 

@@ -129,7 +129,9 @@ class ChatStages:
         return await trace.run(name, self.cache.get(key, group, vector, min_similarity),
                                self.settings.server.cache_timeout_s)
 
-    async def _semantic_lookup(self, trace: Trace, keys: CacheKeys | None, vector: np.ndarray | None) -> CacheHit | None:
+    async def _semantic_lookup(
+        self, trace: Trace, keys: CacheKeys | None, vector: np.ndarray | None
+    ) -> CacheHit | None:
         if not self.settings.cache.semantic or vector is None or keys is None:
             return None
         return await self._cache_get(trace, "semantic_cache", keys.key, keys.group, vector,

@@ -20,7 +20,8 @@ class EmbedderClient:
 
     async def embed_one(self, text: str) -> np.ndarray:
         vectors = await self.embed([text])
-        return vectors[0]
+        row: np.ndarray = vectors[0]
+        return row
 
     async def count_tokens(self, texts: list[str]) -> int:
         """Tokens as the embedding model counts them (for `/v1/embeddings` usage)."""

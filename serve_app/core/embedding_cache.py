@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cachetools import LRUCache
 import numpy as np
+from cachetools import LRUCache
 
 
 class EmbeddingCache:

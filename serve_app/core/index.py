@@ -10,8 +10,10 @@ up to date from the user's change log; otherwise it is rebuilt from the store.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import faiss
 import numpy as np
@@ -24,10 +26,18 @@ from serve_app.core.store import Change, MemoryStore
 logger = logging.getLogger(__name__)
 
 
+def _remove_ids(index: faiss.Index, keys: np.ndarray) -> None:
+    # faiss's Python wrapper takes an int64 id array here (it builds the IDSelectorBatch);
+    # its stubs list only the IDSelector form, so the array is cast at this one boundary.
+    index.remove_ids(cast(faiss.IDSelector, keys))
+
+
 class UserIndex:
     """Dense and lexical indexes over one user's memories; `seq` is the last change applied."""
 
-    def __init__(self, dim: int, index: faiss.Index | None = None, texts: dict[int, str] | None = None, seq: int = 0) -> None:
+    def __init__(
+        self, dim: int, index: faiss.Index | None = None, texts: dict[int, str] | None = None, seq: int = 0
+    ) -> None:
         self.dim = dim
         self.dense = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.texts: dict[int, str] = {}
@@ -46,14 +56,14 @@ class UserIndex:
 
     def upsert(self, keys: np.ndarray, vectors: np.ndarray, texts: list[str]) -> None:
         keys = np.ascontiguousarray(keys, dtype=np.int64)
-        self.dense.remove_ids(keys)  # idempotent: replaying a change is harmless
+        _remove_ids(self.dense, keys)  # idempotent: replaying a change is harmless
         self.dense.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(keys), self.dim), keys)
-        for key, text in zip(keys.tolist(), texts):
+        for key, text in zip(keys.tolist(), texts, strict=True):
             self._set_text(key, text)
         self.dirty = True
 
     def remove(self, keys: list[int]) -> None:
-        self.dense.remove_ids(np.asarray(keys, dtype=np.int64))
+        _remove_ids(self.dense, np.asarray(keys, dtype=np.int64))
         for key in keys:
             self.texts.pop(key, None)
             self.lexical.remove(key)
@@ -73,7 +83,7 @@ class UserIndex:
             return []
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
         scores, ids = self.dense.search(q, min(k, len(self)))
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i != -1]
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i != -1]
 
     def similarities(self, query: np.ndarray, keys: list[int]) -> dict[int, float]:
         """Exact cosine of the query to given memories (for lexical-only candidates)."""
@@ -171,7 +181,8 @@ class ShardIndex:
     def save(self, user: str, index: UserIndex) -> None:
         if self.snapshot_dir is None or not index.dirty:
             return
-        write_snapshot(snapshot_path(self.snapshot_dir, user), user, index.seq, self.store.store_id, index.dense, index.texts)
+        write_snapshot(snapshot_path(self.snapshot_dir, user), user, index.seq, self.store.store_id, index.dense,
+                       index.texts)
         index.dirty = False
 
     def flush(self) -> int:
@@ -210,14 +221,14 @@ class ShardIndex:
         return sorted(hits, key=lambda h: h.fused, reverse=True)
 
 
-class _EvictingLRU(LRUCache):  # type: ignore[type-arg]
+class _EvictingLRU(LRUCache[str, UserIndex]):
     """LRUCache that hands evicted entries to a callback (to snapshot them)."""
 
-    def __init__(self, maxsize: int, on_evict) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, maxsize: int, on_evict: Callable[[str, UserIndex], None]) -> None:
         super().__init__(maxsize=maxsize)
         self._on_evict = on_evict
 
-    def popitem(self):  # type: ignore[no-untyped-def]
+    def popitem(self) -> tuple[str, UserIndex]:
         key, value = super().popitem()
         self._on_evict(key, value)
         return key, value

@@ -13,12 +13,14 @@ import re
 from collections import Counter, defaultdict
 
 _WORD = re.compile(r"[a-z0-9]+")
-STOPWORDS = frozenset(
-    "a an and are as at be been but by can could did do does for from had has have he her hers him his how i if in "
-    "into is it its just me my of on or our she so than that the their them then there these they this to too up "
-    "us was we were what when where which who whom why will with would you your yours about after before did does "
-    "doing am any all some such only own same very s t don should now".split()
-)
+STOPWORDS = frozenset([
+    "a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "can", "could", "did", "do", "does", "for",
+    "from", "had", "has", "have", "he", "her", "hers", "him", "his", "how", "i", "if", "in", "into", "is", "it",
+    "its", "just", "me", "my", "of", "on", "or", "our", "she", "so", "than", "that", "the", "their", "them", "then",
+    "there", "these", "they", "this", "to", "too", "up", "us", "was", "we", "were", "what", "when", "where", "which",
+    "who", "whom", "why", "will", "with", "would", "you", "your", "yours", "about", "after", "before", "did", "does",
+    "doing", "am", "any", "all", "some", "such", "only", "own", "same", "very", "s", "t", "don", "should", "now",
+])
 
 
 def _stem(word: str) -> str:

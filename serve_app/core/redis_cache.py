@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -28,6 +28,8 @@ return 0
 
 
 class RedisCache:
+    # The client is opened without decode_responses, so its replies are bytes; redis-py
+    # types them bytes | str (either mode) and the casts below narrow them to bytes.
     def __init__(self, url: str, max_entries: int, ttl_s: float, prefix: str = "memserve-cache",
                  claim_ttl_s: float = 120.0) -> None:
         self.r = aioredis.Redis.from_url(url)
@@ -59,7 +61,7 @@ class RedisCache:
         return None
 
     async def _semantic(self, group: str, vector: np.ndarray, min_similarity: float) -> CacheHit | None:
-        members = await self.r.hgetall(f"{self.p}:g:{group}")
+        members = cast(dict[bytes, bytes], await self.r.hgetall(f"{self.p}:g:{group}"))
         ranked = sorted(
             ((float(np.dot(vector, np.frombuffer(v, dtype=np.float32))), k.decode()) for k, v in members.items()),
             reverse=True,
@@ -88,7 +90,8 @@ class RedisCache:
     async def _trim(self) -> None:
         excess = await self.r.zcard(f"{self.p}:lru") - self.max_entries
         if excess > 0:
-            oldest = [k.decode() for k, _ in await self.r.zpopmin(f"{self.p}:lru", excess)]
+            popped = cast(list[tuple[bytes, float]], await self.r.zpopmin(f"{self.p}:lru", excess))
+            oldest = [k.decode() for k, _ in popped]
             await self.r.delete(*[self._entry(k) for k in oldest])
             await self._count("evictions", len(oldest))
 
@@ -106,7 +109,9 @@ class RedisCache:
             # One snapshot of both: `put` stores the answer and ends the claim atomically,
             # so reading them apart could see neither and take the leader for gone.
             async with self.r.pipeline(transaction=True) as pipe:
-                raw, claimed = await pipe.get(self._entry(key)).exists(f"{self.p}:f:{key}").execute()
+                pipe.get(self._entry(key))
+                pipe.exists(f"{self.p}:f:{key}")
+                raw, claimed = await pipe.execute()
             if raw is not None:
                 await self._count("dedup_hits")
                 return CacheHit(json.loads(raw))
@@ -120,23 +125,24 @@ class RedisCache:
         removed = 0
         async for name in self.r.scan_iter(match=f"{self.p}:c:{pattern}", count=1000):
             removed += await self.r.delete(name)
-            await self.r.zrem(f"{self.p}:lru", name.decode().removeprefix(f"{self.p}:c:"))
+            await self.r.zrem(f"{self.p}:lru", cast(bytes, name).decode().removeprefix(f"{self.p}:c:"))
         async for name in self.r.scan_iter(match=f"{self.p}:g:{pattern}", count=1000):
             await self.r.delete(name)
         return removed
 
     async def stats(self) -> dict[str, float]:
         # Drop LRU members whose entries expired, so `entries` counts live answers.
-        members = [k.decode() for k in await self.r.zrange(f"{self.p}:lru", 0, -1)]
+        members = [k.decode() for k in cast(list[bytes], await self.r.zrange(f"{self.p}:lru", 0, -1))]
         if members:
             async with self.r.pipeline(transaction=False) as pipe:
                 for k in members:
                     pipe.exists(self._entry(k))
                 flags = await pipe.execute()
-            dead = [k for k, alive in zip(members, flags) if not alive]
+            dead = [k for k, alive in zip(members, flags, strict=True) if not alive]
             if dead:
                 await self.r.zrem(f"{self.p}:lru", *dead)
-        counts = {k.decode(): int(v) for k, v in (await self.r.hgetall(f"{self.p}:stats")).items()}
+        raw = cast(dict[bytes, bytes], await self.r.hgetall(f"{self.p}:stats"))
+        counts = {k.decode(): int(v) for k, v in raw.items()}
         hits, semantic, misses = counts.get("hits", 0), counts.get("semantic_hits", 0), counts.get("misses", 0)
         total = hits + semantic + misses
         return {

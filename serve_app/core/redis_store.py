@@ -15,17 +15,19 @@ version persists with the data and never goes backwards); their scripts touch no
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import redis
 
 from serve_app.core.store import (
     Change,
+    ChangeOp,
     HistoryEvent,
     HistoryEventKind,
     MemoryPatch,
@@ -193,6 +195,8 @@ def _patch_fields(patch: MemoryPatch) -> dict[str, str]:
 
 
 class RedisMemoryStore:
+    # The client is opened without decode_responses, so its replies are bytes; redis-py
+    # types them bytes | str (either mode) and the casts below narrow them to bytes.
     def __init__(self, url: str, prefix: str = "memserve") -> None:
         self.r = redis.Redis.from_url(url)
         self.p = prefix
@@ -204,15 +208,17 @@ class RedisMemoryStore:
         self._kv_delete = self.r.register_script(_KV_DELETE)
         self._kv_replace = self.r.register_script(_KV_REPLACE)
         self.r.setnx(f"{prefix}:store_id", uuid.uuid4().hex)
-        self.store_id: str = self.r.get(f"{prefix}:store_id").decode()  # type: ignore[union-attr]
+        self.store_id: str = cast(bytes, self.r.get(f"{prefix}:store_id")).decode()  # set just above
 
     # ------------------------------------------------------------------ writes
 
-    def add(self, user: str, shard: int, items: Sequence[NewMemory], actor: str = "api") -> tuple[list[MemoryRecord], int]:
+    def add(
+        self, user: str, shard: int, items: Sequence[NewMemory], actor: str = "api"
+    ) -> tuple[list[MemoryRecord], int]:
         now = time.time()
         ids = [f"mem-{uuid.uuid4().hex}" for _ in items]
         args: list[Any] = [self.p, user, shard, repr(now), actor, len(items)]
-        for mid, item in zip(ids, items):
+        for mid, item in zip(ids, items, strict=True):
             args += [mid, item.text, item.tier, repr(item.importance), json.dumps(item.metadata),
                      as_blob(item.embedding), _num(item.expires_at)]
         *keys, seq = self._add(args=args)
@@ -220,7 +226,7 @@ class RedisMemoryStore:
             MemoryRecord(key=int(k), id=mid, user=user, text=item.text, tier=item.tier, importance=item.importance,
                          metadata=dict(item.metadata), created_at=now, updated_at=now, expires_at=item.expires_at,
                          access_count=0, last_accessed=None)
-            for k, mid, item in zip(keys, ids, items)
+            for k, mid, item in zip(keys, ids, items, strict=True)  # the script returns one key per item
         ]
         return records, int(seq)
 
@@ -267,21 +273,21 @@ class RedisMemoryStore:
     # ------------------------------------------------------------------ reads
 
     def kv_get(self, space: str, key: str) -> str | None:
-        return _s(self.r.hget(f"{self.p}:kv:{space}", key))  # type: ignore[arg-type]
+        return _s(cast("bytes | None", self.r.hget(f"{self.p}:kv:{space}", key)))
 
     def kv_items(self, space: str) -> dict[str, str]:
-        raw = self.r.hgetall(f"{self.p}:kv:{space}")
-        return {k.decode(): v.decode() for k, v in raw.items()}  # type: ignore[union-attr]
+        raw = cast(dict[bytes, bytes], self.r.hgetall(f"{self.p}:kv:{space}"))
+        return {k.decode(): v.decode() for k, v in raw.items()}
 
     def kv_version(self, space: str) -> int:
-        return int(self.r.hget(f"{self.p}:kvver", space) or 0)  # type: ignore[arg-type]
+        return int(self.r.hget(f"{self.p}:kvver", space) or 0)
 
     def _load(self, keys: Sequence[int]) -> list[MemoryRecord]:
         with self.r.pipeline(transaction=False) as pipe:
             for k in keys:
                 pipe.hgetall(f"{self.p}:m:{k}")
             hashes = pipe.execute()
-        return [_record(int(k), h) for k, h in zip(keys, hashes) if h]
+        return [_record(int(k), h) for k, h in zip(keys, hashes, strict=True) if h]
 
     def get(self, user: str, memory_id: str) -> MemoryRecord | None:
         key = self.r.get(f"{self.p}:id:{memory_id}")
@@ -294,10 +300,11 @@ class RedisMemoryStore:
         return {r.key: r for r in self._load(list(keys)) if r.user == user}
 
     def _user_keys(self, user: str, after_key: int = 0, limit: int | None = None) -> list[int]:
-        raw = self.r.zrangebyscore(f"{self.p}:u:{user}", f"({after_key}", "+inf",
-                                   start=0 if limit else None, num=limit)  # type: ignore[arg-type]
-        return [int(k) for k in raw]  # type: ignore[union-attr]
+        raw = cast(list[bytes], self.r.zrangebyscore(f"{self.p}:u:{user}", f"({after_key}", "+inf",
+                                                     start=0 if limit else None, num=limit))
+        return [int(k) for k in raw]
 
+    # `list` names this method in the class body: signatures below it say builtins.list.
     def list(self, user: str, tier: str | None, limit: int, after_key: int | None) -> list[MemoryRecord]:
         out: list[MemoryRecord] = []
         cursor = after_key or 0
@@ -309,10 +316,10 @@ class RedisMemoryStore:
             cursor = keys[-1]
         return out[:limit]
 
-    def all_records(self, user: str) -> list[MemoryRecord]:
+    def all_records(self, user: str) -> builtins.list[MemoryRecord]:
         return self._load(self._user_keys(user))
 
-    def user_index_data(self, user: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def user_index_data(self, user: str) -> tuple[np.ndarray, np.ndarray, builtins.list[str]]:
         keys = self._user_keys(user)
         if not keys:
             return empty_index_data()
@@ -320,12 +327,12 @@ class RedisMemoryStore:
             for k in keys:
                 pipe.hmget(f"{self.p}:m:{k}", "embedding", "text")
             rows = pipe.execute()
-        found = [(k, blob, text) for k, (blob, text) in zip(keys, rows) if blob is not None]
+        found = [(k, blob, text) for k, (blob, text) in zip(keys, rows, strict=True) if blob is not None]
         return (np.array([k for k, _, _ in found], dtype=np.int64), np.stack([from_blob(b) for _, b, _ in found]),
                 [t.decode() for _, _, t in found])
 
     def count(self, user: str) -> int:
-        return int(self.r.zcard(f"{self.p}:u:{user}"))  # type: ignore[arg-type]
+        return int(self.r.zcard(f"{self.p}:u:{user}"))
 
     def tier_counts(self, user: str) -> dict[str, int]:
         keys = self._user_keys(user)
@@ -339,8 +346,8 @@ class RedisMemoryStore:
                 counts[tier.decode()] = counts.get(tier.decode(), 0) + 1
         return counts
 
-    def history(self, user: str, memory_id: str) -> list[HistoryEvent]:
-        events = [json.loads(e) for e in self.r.lrange(f"{self.p}:h:{user}:{memory_id}", 0, -1)]  # type: ignore[union-attr]
+    def history(self, user: str, memory_id: str) -> builtins.list[HistoryEvent]:
+        events = [json.loads(e) for e in self.r.lrange(f"{self.p}:h:{user}:{memory_id}", 0, -1)]
         return [
             HistoryEvent(memory_id=memory_id, event=e["event"], old_text=e.get("old_text"), new_text=e.get("new_text"),
                          old_tier=e.get("old_tier"), new_tier=e.get("new_tier"), actor=e["actor"],
@@ -348,34 +355,35 @@ class RedisMemoryStore:
             for e in events
         ]
 
-    def users(self) -> list[str]:
-        return sorted(u.decode() for u in self.r.smembers(f"{self.p}:users"))  # type: ignore[union-attr]
+    def users(self) -> builtins.list[str]:
+        return sorted(u.decode() for u in cast(set[bytes], self.r.smembers(f"{self.p}:users")))
 
-    def _changes(self, log: str, seq: int, limit: int | None, user: str | None) -> list[Change]:
-        entries = self.r.zrangebyscore(log, f"({seq}", "+inf", start=0 if limit else None, num=limit)  # type: ignore[arg-type]
-        parsed = []
-        for entry in entries:  # type: ignore[union-attr]
+    def _changes(self, log: str, seq: int, limit: int | None, user: str | None) -> builtins.list[Change]:
+        entries = cast(list[bytes], self.r.zrangebyscore(log, f"({seq}", "+inf", start=0 if limit else None, num=limit))
+        parsed: builtins.list[tuple[int, ChangeOp, int, str]] = []
+        for entry in entries:
             s, op, key, last = entry.decode().split("|", 3)
-            parsed.append((int(s), op, int(key), user if user is not None else last))
+            # The scripts log only ChangeOp names.
+            parsed.append((int(s), cast(ChangeOp, op), int(key), user if user is not None else last))
         with self.r.pipeline(transaction=False) as pipe:
-            for _, op, key, _ in parsed:
-                pipe.hmget(f"{self.p}:m:{key}", "embedding", "text")
+            for _, _, k, _ in parsed:
+                pipe.hmget(f"{self.p}:m:{k}", "embedding", "text")
             rows = pipe.execute()
         return [
-            Change(seq=s, user=u, op=op, key=k,  # type: ignore[arg-type]
+            Change(seq=s, user=u, op=op, key=k,
                    embedding=None if blob is None or op != "upsert" else from_blob(blob), text=_s(text))
-            for (s, op, k, u), (blob, text) in zip(parsed, rows)
+            for (s, op, k, u), (blob, text) in zip(parsed, rows, strict=True)
         ]
 
-    def changes_since(self, shard: int, seq: int, limit: int = 10_000) -> list[Change]:
+    def changes_since(self, shard: int, seq: int, limit: int = 10_000) -> builtins.list[Change]:
         return self._changes(f"{self.p}:log:{shard}", seq, limit, None)
 
-    def user_changes_since(self, user: str, seq: int) -> list[Change]:
+    def user_changes_since(self, user: str, seq: int) -> builtins.list[Change]:
         return self._changes(f"{self.p}:ulog:{user}", seq, None, user)
 
     def last_seq(self, shard: int | None = None) -> int:
         if shard is None:
-            return int(self.r.get(f"{self.p}:seq") or 0)  # type: ignore[arg-type]
+            return int(self.r.get(f"{self.p}:seq") or 0)
         return self._top(f"{self.p}:log:{shard}")
 
     def user_version(self, user: str) -> int:
@@ -383,7 +391,7 @@ class RedisMemoryStore:
 
     def _top(self, zset: str) -> int:
         top = self.r.zrevrange(zset, 0, 0, withscores=True)
-        return int(top[0][1]) if top else 0  # type: ignore[index]
+        return int(top[0][1]) if top else 0
 
     def close(self) -> None:
         self.r.close()

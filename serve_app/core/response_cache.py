@@ -69,12 +69,12 @@ class CacheBackend(Protocol):
     async def stats(self) -> dict[str, float]: ...
 
 
-class _CountingTTLCache(TTLCache):  # type: ignore[type-arg]
+class _CountingTTLCache(TTLCache[str, dict[str, Any]]):
     """TTLCache that counts capacity evictions (not expiries)."""
 
     evictions = 0
 
-    def popitem(self) -> tuple[Any, Any]:
+    def popitem(self) -> tuple[str, dict[str, Any]]:
         self.evictions += 1
         return super().popitem()
 
@@ -147,7 +147,7 @@ class InProcessCache:
         if inflight is not None:
             try:
                 await asyncio.wait_for(inflight[0].wait(), timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return None
         value = self._entries.get(key)
         if value is None:

@@ -11,8 +11,8 @@ import numpy as np
 
 from serve_app.core.index import ShardIndex
 from serve_app.core.scoring import ScoringSettings, memory_score
-from serve_app.core.tiers import TierRegistry, default_tier_policies
 from serve_app.core.store import MemoryRecord
+from serve_app.core.tiers import TierRegistry, default_tier_policies
 
 # Filters and re-scoring drop or reorder candidates, so ask the indexes for more than k.
 OVERFETCH = 4

@@ -26,7 +26,7 @@ def recency_decay(record: MemoryRecord, now: float, s: ScoringSettings, decays: 
     if not decays:
         return 1.0
     age = max(0.0, now - record.created_at)
-    return 0.5 ** (age / s.decay_half_life_s)
+    return float(0.5 ** (age / s.decay_half_life_s))  # float ** float is typed Any (it may be complex)
 
 
 def memory_score(relevance: float, record: MemoryRecord, now: float, s: ScoringSettings, decays: bool) -> float:

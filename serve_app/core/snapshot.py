@@ -69,7 +69,7 @@ def read_snapshot(path: Path, user: str, store_id: str) -> Snapshot | None:
         index = faiss.deserialize_index(np.frombuffer(body[:split], dtype=np.uint8))
         texts = {int(k): v for k, v in json.loads(body[split:]).items()}
         return Snapshot(seq=int(header["seq"]), index=index, texts=texts)
-    except Exception as exc:  # noqa: BLE001 - any defect means "rebuild from the store"
+    except Exception as exc:  # any defect means "rebuild from the store"
         logger.warning("ignoring snapshot %s: %s", path, exc)
         return None
 

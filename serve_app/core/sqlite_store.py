@@ -9,6 +9,7 @@ per space that is never deleted, so a version survives reopening and never goes 
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
@@ -167,7 +168,9 @@ class SQLiteMemoryStore:
 
     # ------------------------------------------------------------------ writes
 
-    def add(self, user: str, shard: int, items: Sequence[NewMemory], actor: str = "api") -> tuple[list[MemoryRecord], int]:
+    def add(
+        self, user: str, shard: int, items: Sequence[NewMemory], actor: str = "api"
+    ) -> tuple[list[MemoryRecord], int]:
         now = time.time()
         records: list[MemoryRecord] = []
         seq = 0
@@ -201,7 +204,8 @@ class SQLiteMemoryStore:
         seq = 0
         with self._tx() as cur:
             for memory_id, patch in patches:
-                row = cur.execute(f"SELECT {_COLUMNS} FROM memories WHERE id = ? AND user = ?", (memory_id, user)).fetchone()
+                row = cur.execute(f"SELECT {_COLUMNS} FROM memories WHERE id = ? AND user = ?",
+                                  (memory_id, user)).fetchone()
                 if row is None:
                     continue
                 old = _record(row)
@@ -211,7 +215,8 @@ class SQLiteMemoryStore:
                 seq = self._log(cur, shard, user, "upsert", old.key, now)
                 self._history(cur, user, memory_id, event, old, fields.get("text", old.text),
                               fields.get("tier", old.tier), actor, now, seq)
-                updated.append(_record(cur.execute(f"SELECT {_COLUMNS} FROM memories WHERE key = ?", (old.key,)).fetchone()))
+                new_row = cur.execute(f"SELECT {_COLUMNS} FROM memories WHERE key = ?", (old.key,)).fetchone()
+                updated.append(_record(new_row))
         return updated, seq
 
     def delete(
@@ -221,7 +226,8 @@ class SQLiteMemoryStore:
         seq = None
         with self._tx() as cur:
             for memory_id in memory_ids:
-                row = cur.execute(f"SELECT {_COLUMNS} FROM memories WHERE id = ? AND user = ?", (memory_id, user)).fetchone()
+                row = cur.execute(f"SELECT {_COLUMNS} FROM memories WHERE id = ? AND user = ?",
+                                  (memory_id, user)).fetchone()
                 if row is None:
                     continue
                 old = _record(row)
@@ -277,7 +283,8 @@ class SQLiteMemoryStore:
     def kv_replace(self, space: str, items: Mapping[str, str]) -> int:
         with self._tx() as cur:
             cur.execute("DELETE FROM kv WHERE space = ?", (space,))
-            cur.executemany("INSERT INTO kv (space, key, value) VALUES (?,?,?)", [(space, k, v) for k, v in items.items()])
+            cur.executemany("INSERT INTO kv (space, key, value) VALUES (?,?,?)",
+                            [(space, k, v) for k, v in items.items()])
             return self._bump(cur, space)
 
     # ------------------------------------------------------------------ reads
@@ -309,6 +316,7 @@ class SQLiteMemoryStore:
         rows = self._query(f"SELECT {_COLUMNS} FROM memories WHERE user = ? AND key IN ({marks})", (user, *keys))
         return {r.key: r for r in map(_record, rows)}
 
+    # `list` names this method in the class body: signatures below it say builtins.list.
     def list(self, user: str, tier: str | None, limit: int, after_key: int | None) -> list[MemoryRecord]:
         sql = f"SELECT {_COLUMNS} FROM memories WHERE user = ? AND key > ?"
         args: list[Any] = [user, after_key or 0]
@@ -317,10 +325,11 @@ class SQLiteMemoryStore:
             args.append(tier)
         return [_record(r) for r in self._query(sql + " ORDER BY key LIMIT ?", [*args, limit])]
 
-    def all_records(self, user: str) -> list[MemoryRecord]:
-        return [_record(r) for r in self._query(f"SELECT {_COLUMNS} FROM memories WHERE user = ? ORDER BY key", (user,))]
+    def all_records(self, user: str) -> builtins.list[MemoryRecord]:
+        rows = self._query(f"SELECT {_COLUMNS} FROM memories WHERE user = ? ORDER BY key", (user,))
+        return [_record(r) for r in rows]
 
-    def user_index_data(self, user: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def user_index_data(self, user: str) -> tuple[np.ndarray, np.ndarray, builtins.list[str]]:
         """Keys, vectors and texts of every memory of the user: what an index is built from."""
         rows = self._query("SELECT key, embedding, text FROM memories WHERE user = ? ORDER BY key", (user,))
         if not rows:
@@ -334,17 +343,17 @@ class SQLiteMemoryStore:
     def tier_counts(self, user: str) -> dict[str, int]:
         return dict(self._query("SELECT tier, COUNT(*) FROM memories WHERE user = ? GROUP BY tier", (user,)))
 
-    def history(self, user: str, memory_id: str) -> list[HistoryEvent]:
+    def history(self, user: str, memory_id: str) -> builtins.list[HistoryEvent]:
         rows = self._query(
             "SELECT memory_id, event, old_text, new_text, old_tier, new_tier, actor, at, seq FROM history "
             "WHERE user = ? AND memory_id = ? ORDER BY hid", (user, memory_id),
         )
         return [HistoryEvent(*row) for row in rows]
 
-    def users(self) -> list[str]:
+    def users(self) -> builtins.list[str]:
         return [r[0] for r in self._query("SELECT DISTINCT user FROM memories")]
 
-    def _changes(self, where: str, args: Sequence[Any], limit: int | None = None) -> list[Change]:
+    def _changes(self, where: str, args: Sequence[Any], limit: int | None = None) -> builtins.list[Change]:
         sql = (
             "SELECT c.seq, c.user, c.op, c.key, m.embedding, m.text FROM changes c "
             f"LEFT JOIN memories m ON m.key = c.key WHERE {where} ORDER BY c.seq"
@@ -356,10 +365,10 @@ class SQLiteMemoryStore:
             for s, u, op, k, blob, text in self._query(sql, args)
         ]
 
-    def changes_since(self, shard: int, seq: int, limit: int = 10_000) -> list[Change]:
+    def changes_since(self, shard: int, seq: int, limit: int = 10_000) -> builtins.list[Change]:
         return self._changes("c.shard = ? AND c.seq > ?", (shard, seq), limit)
 
-    def user_changes_since(self, user: str, seq: int) -> list[Change]:
+    def user_changes_since(self, user: str, seq: int) -> builtins.list[Change]:
         return self._changes("c.user = ? AND c.seq > ?", (user, seq))
 
     def last_seq(self, shard: int | None = None) -> int:

@@ -56,7 +56,8 @@ class Ingestion:
             job.chunks_total = len(chunks)
             vectors = await self._embed(job, chunks)
             for shard, items in self._spread(job, chunks, vectors).items():
-                records, _ = await asyncio.to_thread(self.store.add, kb_namespace(job.scope, shard), shard, items, ACTOR)
+                namespace = kb_namespace(job.scope, shard)
+                records, _ = await asyncio.to_thread(self.store.add, namespace, shard, items, ACTOR)
                 committed[shard] = [r.id for r in records]
             document = Document(job.document_id, job.filename, job.scope, job.chunks_total, content_hash,
                                 time.time(), committed)
@@ -65,7 +66,7 @@ class Ingestion:
             await self.jobs.save(job)
         except DocumentError as exc:
             await self._fail(job, str(exc), committed)
-        except Exception as exc:  # noqa: BLE001 - the job reports it; the replica goes on
+        except Exception as exc:  # the job reports it; the replica goes on
             logger.exception("ingesting %s failed", job.filename)
             await self._fail(job, f"internal error: {exc}", committed)
         finally:
@@ -83,7 +84,7 @@ class Ingestion:
     def _spread(self, job: Job, chunks: list[ChunkOut], vectors: np.ndarray) -> dict[int, list[NewMemory]]:
         """Chunks over every shard, so a knowledge search uses all of them at once."""
         by_shard: dict[int, list[NewMemory]] = {}
-        for chunk, vector in zip(chunks, vectors):
+        for chunk, vector in zip(chunks, vectors, strict=True):  # one vector per chunk
             shard = shard_for(f"{job.document_id}:{chunk.index}", self.num_shards)
             ref = ChunkRef(job.document_id, job.filename, job.scope, chunk.index, chunk.page,
                            list(chunk.rows) if chunk.rows else None)

@@ -92,7 +92,7 @@ def parse_docx(stream: BinaryIO) -> Iterator[Section]:
 
 def parse_csv(stream: BinaryIO, rows_per_section: int = 20) -> Iterator[Section]:
     """Each row as "column: value; ..." lines, grouped with the row range they cover."""
-    text = codecs.getreader("utf-8-sig")(stream, errors="strict")
+    text = codecs.getreader("utf-8-sig")(stream, "strict")  # errors="strict", positional-only in the stub
     try:
         reader = csv.reader(text)
         header = next(reader, None)
@@ -101,7 +101,8 @@ def parse_csv(stream: BinaryIO, rows_per_section: int = 20) -> Iterator[Section]
         lines: list[str] = []
         first = 1
         for number, row in enumerate(reader, start=1):
-            lines.append("; ".join(f"{h.strip()}: {v.strip()}" for h, v in zip(header, row) if v.strip()))
+            # strict=False: rows may be ragged; cells past the header are dropped, missing ones skipped.
+            lines.append("; ".join(f"{h.strip()}: {v.strip()}" for h, v in zip(header, row, strict=False) if v.strip()))
             if len(lines) == rows_per_section:
                 yield Section("\n".join(lines), rows=(first, number))
                 lines, first = [], number + 1
@@ -114,8 +115,8 @@ def parse_csv(stream: BinaryIO, rows_per_section: int = 20) -> Iterator[Section]
 
 
 class _TextOfHTML(HTMLParser):
-    SKIP = {"script", "style", "noscript", "template"}
-    BLOCK = {"p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section", "article"}
+    SKIP = frozenset({"script", "style", "noscript", "template"})
+    BLOCK = frozenset({"p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section", "article"})
 
     def __init__(self) -> None:
         super().__init__()

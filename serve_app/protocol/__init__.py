@@ -42,6 +42,7 @@ from serve_app.protocol.memories import (
     UpdateMemoryRequest,
 )
 from serve_app.protocol.openai import (
+    CacheKind,
     ChatChoice,
     ChatChoiceMessage,
     ChatChunkChoice,
@@ -72,7 +73,7 @@ from serve_app.protocol.openai import (
 
 __all__ = [
     "MAX_K", "MAX_USER_CHARS", "SYSTEM_PREFIX",
-    "AddMemoriesRequest", "AddMemoriesResponse", "CacheClearRequest", "CatalogRequest", "CatalogResponse",
+    "AddMemoriesRequest", "AddMemoriesResponse", "CacheClearRequest", "CacheKind", "CatalogRequest", "CatalogResponse",
     "ChatChoice", "ChatChoiceMessage", "ChatChunkChoice", "ChatCompletionChunk", "ChatCompletionRequest",
     "ChatCompletionResponse", "ChatMessage", "CompletionChoice", "CompletionRequest", "CompletionResponse",
     "ConsolidateRequest", "DeletedResponse", "DeltaMessage", "DocumentAccepted", "DocumentList", "DocumentOut",

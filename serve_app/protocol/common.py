@@ -8,7 +8,7 @@ OpenAI, memory and document modules cannot drift apart on them.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 

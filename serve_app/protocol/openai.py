@@ -64,6 +64,10 @@ class SourceOut(BaseModel):
     text: str
 
 
+# Which response-cache layer answered a request.
+CacheKind = Literal["exact", "semantic", "single_flight"]
+
+
 class MemserveInfo(BaseModel):
     """The `memserve` object of a response: what memory did and how long each stage took."""
 
@@ -73,7 +77,7 @@ class MemserveInfo(BaseModel):
     quick_replies: list[str] = Field(default_factory=list)
     intent: str | None = None
     cached: bool = False
-    cache: Literal["exact", "semantic", "single_flight"] | None = None
+    cache: CacheKind | None = None
     cache_similarity: float | None = None
     degraded: list[str] = Field(default_factory=list)
     timings_ms: dict[str, float] = Field(default_factory=dict)

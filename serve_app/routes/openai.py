@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from fastapi import APIRouter
@@ -51,14 +51,14 @@ async def chat_completions(body: ChatCompletionRequest, rt: RuntimeDep) -> Any:
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, rt: RuntimeDep) -> Any:
     rt.check_model(body.model)
-    echo = body.prompt if body.echo else None
-    return await _answer(rt, await rt.pipeline.prepare_completion(body), body, echo)  # type: ignore[arg-type]
+    echo = cast(str, body.prompt) if body.echo else None  # the validator made it one str
+    return await _answer(rt, await rt.pipeline.prepare_completion(body), body, echo)
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingResponse)
 async def embeddings(body: EmbeddingRequest, rt: RuntimeDep) -> EmbeddingResponse:
     rt.check_model(body.model, kind="embedding")
-    texts: list[str] = body.input  # type: ignore[assignment]  # the validator made it a list
+    texts = cast(list[str], body.input)  # the validator made it a list
     vectors = await rt.clients.embedder.embed(texts)
     tokens = await rt.clients.embedder.count_tokens(texts)
     data = [EmbeddingData(index=i, embedding=_encode_vector(v, body.encoding_format)) for i, v in enumerate(vectors)]

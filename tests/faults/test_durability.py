@@ -120,7 +120,8 @@ def test_two_replicas_never_miss_an_acknowledged_write(shared_store) -> None:  #
 def test_snapshot_damage_on_both_backends(shared_store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     store = shared_store()
     rng = np.random.default_rng(1)
-    store.add("alice", 0, [NewMemory(text=f"m{i}", tier="long_term", importance=0.5, embedding=vec(rng)) for i in range(50)])
+    store.add("alice", 0, [NewMemory(text=f"m{i}", tier="long_term", importance=0.5, embedding=vec(rng))
+                           for i in range(50)])
     snapshots = tmp_path / "snaps"
     query = vec(rng)
     first = ShardIndex(store, 0, 8, 10, snapshots)

@@ -13,7 +13,8 @@ from serve_app.core.stores import open_store
 
 def main() -> None:
     backend, target = sys.argv[1], sys.argv[2]
-    store = open_store(backend, sqlite_path=target, redis_url=target, redis_prefix=sys.argv[3] if len(sys.argv) > 3 else "memserve")
+    prefix = sys.argv[3] if len(sys.argv) > 3 else "memserve"
+    store = open_store(backend, sqlite_path=target, redis_url=target, redis_prefix=prefix)
     rng = np.random.default_rng(0)
     i = 0
     while True:
@@ -21,7 +22,7 @@ def main() -> None:
         try:
             records, seq = store.add("writer", 0, [NewMemory(text=f"memory {i}", tier="long_term", importance=0.5,
                                                              embedding=vector / np.linalg.norm(vector))])
-        except Exception as exc:  # noqa: BLE001 - the store died under us: report and stop
+        except Exception as exc:  # the store died under us: report and stop
             print(f"ERROR {exc!r}", flush=True)
             return
         print(f"ACK {records[0].id} {seq}", flush=True)

@@ -7,6 +7,7 @@ The config is configs/local.yaml with a private data directory and port.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = float(os.environ.get("MEMSERVE_TEST_STARTUP_S", "600"))
+LOGS: dict[str, Path] = {}  # base URL -> its serve run log
 
 
 def free_port() -> int:
@@ -41,7 +43,7 @@ def write_config(tmp: Path, port: int, redis_url: str | None) -> Path:
         app["args"]["cache"] = {"backend": "redis", "redis_url": redis_url}
     for deployment in app["deployments"]:
         if deployment["name"].startswith("VectorSearch_"):
-            deployment["num_replicas"] = 2
+            deployment["autoscaling_config"].update(min_replicas=2, max_replicas=2)
     path = tmp / "serve.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -90,6 +92,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(base_url, process, log)
+        LOGS[base_url] = log
         yield base_url
     finally:
         # serve run shuts down the app and the Ray instance it started (no `ray stop`:
@@ -99,6 +102,17 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             process.wait(timeout=90)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def dashboard(server: str) -> str:
+    """The Ray dashboard of the live app (Serve's own status is read from its REST API),
+    as `serve run` logged it when it started its Ray instance."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", LOGS[server].read_text(errors="replace"))
+    found = re.search(r"View the dashboard at (\S+)", text)
+    assert found, "serve run did not log a dashboard address"
+    url = found.group(1)
+    return url if url.startswith("http") else f"http://{url}"
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ MODEL = "smollm2-135m-instruct"
 
 
 def ask(text: str, **extra: object) -> dict[str, object]:
-    return {"model": MODEL, "max_tokens": 16, "temperature": 0, "messages": [{"role": "user", "content": text}], **extra}
+    messages = [{"role": "user", "content": text}]
+    return {"model": MODEL, "max_tokens": 16, "temperature": 0, "messages": messages, **extra}
 
 
 def test_identical_concurrent_requests_share_one_generation(server: str, http: httpx.Client) -> None:
@@ -30,7 +31,9 @@ def test_identical_concurrent_requests_share_one_generation(server: str, http: h
 
     replies = run_sync(run())
     generated = [r for r in replies if not r["memserve"]["cached"]]
-    assert len(generated) == 1, [(r["memserve"]["cache"], r["memserve"]["degraded"], r["memserve"]["timings_ms"]) for r in replies]
+    assert len(generated) == 1, [
+        (r["memserve"]["cache"], r["memserve"]["degraded"], r["memserve"]["timings_ms"]) for r in replies
+    ]
     assert len({r["choices"][0]["message"]["content"] for r in replies}) == 1
     assert http.get("/v1/cache/stats").json()["dedup_hits"] - before == 5
 

@@ -48,22 +48,25 @@ def test_update_history_and_forget(http: httpx.Client) -> None:
     memory_id = added["ids"][0]
     twin = http.post("/v1/memories", json={"user": user, "text": "I work as a nurse in Leeds!"}).json()
     assert twin["ids"] == [memory_id]  # a near-duplicate merged into the existing memory
-    patched = http.patch(f"/v1/memories/{memory_id}", json={"user": user, "text": "I work as a surgeon in York."}).json()
+    patched = http.patch(f"/v1/memories/{memory_id}",
+                         json={"user": user, "text": "I work as a surgeon in York."}).json()
     hit = http.post("/v1/memories/search", json={"user": user, "query": "What is my job?", "k": 1,
                                                   "min_seq": patched["seq"]}).json()["results"][0]
     assert hit["text"] == "I work as a surgeon in York."
-    events = [h["event"] for h in http.get(f"/v1/memories/{memory_id}/history", params={"user": user}).json()["history"]]
+    history = http.get(f"/v1/memories/{memory_id}/history", params={"user": user}).json()["history"]
+    events = [h["event"] for h in history]
     assert events == ["ADD", "MERGE", "UPDATE"]
     assert http.get("/v1/memories/stats", params={"user": user}).json()["total"] == 1
 
-    chat = {"model": MODEL, "user": user, "max_tokens": 8, "messages": [{"role": "user", "content": "Where do I work?"}],
-            "memserve": {"write_back": False}}
+    chat = {"model": MODEL, "user": user, "max_tokens": 8,
+            "messages": [{"role": "user", "content": "Where do I work?"}], "memserve": {"write_back": False}}
     assert http.post("/v1/chat/completions", json=chat).json()["memserve"]["memories"][0]["id"] == memory_id
     forgotten = http.delete(f"/v1/users/{user}").json()
     assert forgotten["deleted"]
     after = http.post("/v1/chat/completions", json=chat).json()["memserve"]
     assert after["memories"] == [] and after["cached"] is False
-    assert http.post("/v1/memories/search", json={"user": user, "query": "job", "min_seq": forgotten["seq"]}).json()["results"] == []
+    search = {"user": user, "query": "job", "min_seq": forgotten["seq"]}
+    assert http.post("/v1/memories/search", json=search).json()["results"] == []
     assert http.get(f"/v1/memories/{memory_id}", params={"user": user}).status_code == 404
     assert http.get(f"/v1/memories/{memory_id}/history", params={"user": user}).status_code == 404
     assert http.get("/v1/memories", params={"user": user}).json()["data"] == []

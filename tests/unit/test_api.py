@@ -88,7 +88,8 @@ def test_chat_response_shape(client: TestClient) -> None:
 
 
 def test_stream_is_sse_ending_with_done(client: TestClient) -> None:
-    with client.stream("POST", "/v1/chat/completions", json=chat_body(stream=True, stream_options={"include_usage": True})) as r:
+    body = chat_body(stream=True, stream_options={"include_usage": True})
+    with client.stream("POST", "/v1/chat/completions", json=body) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in r.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
@@ -110,9 +111,11 @@ def test_completion_and_embeddings(client: TestClient) -> None:
 
 
 def test_memory_crud_and_isolation(client: TestClient) -> None:
-    added = client.post("/v1/memories", json={"user": "alice", "memories": [{"text": "likes green tea"}, {"text": "lives in Oslo", "tier": "semantic"}]}).json()
+    memories = [{"text": "likes green tea"}, {"text": "lives in Oslo", "tier": "semantic"}]
+    added = client.post("/v1/memories", json={"user": "alice", "memories": memories}).json()
     assert len(added["ids"]) == 2 and added["seq"] > 0
-    hits = client.post("/v1/memories/search", json={"user": "alice", "query": "green tea", "k": 1, "min_seq": added["seq"]}).json()
+    hits = client.post("/v1/memories/search",
+                       json={"user": "alice", "query": "green tea", "k": 1, "min_seq": added["seq"]}).json()
     assert [h["text"] for h in hits["results"]] == ["likes green tea"]
     assert client.post("/v1/memories/search", json={"user": "bob", "query": "green tea"}).json()["results"] == []
     listed = client.get("/v1/memories", params={"user": "alice", "limit": 1}).json()

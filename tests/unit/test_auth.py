@@ -46,9 +46,8 @@ def test_configured_and_environment_keys_work_and_health_stays_open(guarded: Tes
 
 
 def test_websocket_needs_the_key(guarded: TestClient) -> None:
-    with pytest.raises(WebSocketDisconnect) as refused:
-        with guarded.websocket_connect("/ws/chat") as ws:
-            ws.receive_text()
+    with pytest.raises(WebSocketDisconnect) as refused, guarded.websocket_connect("/ws/chat") as ws:
+        ws.receive_text()
     assert refused.value.code == 1008
     with guarded.websocket_connect("/ws/chat", headers=bearer("sk-env-1")) as ws:
         ws.send_text("not json")

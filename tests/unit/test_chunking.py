@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from serve_app.core.chunking import chunk_text
@@ -11,7 +13,7 @@ def test_chunks_respect_size_and_cover_everything() -> None:
     chunks = list(chunk_text(SENTENCES, size=500, overlap=50))
     assert all(len(c.text) <= 500 for c in chunks)
     assert chunks[0].start == 0 and chunks[-1].end == len(SENTENCES)
-    for before, after in zip(chunks, chunks[1:]):
+    for before, after in itertools.pairwise(chunks):
         assert after.start < before.end  # consecutive chunks overlap: nothing falls between
         assert before.end - after.start <= 50 + 1
 

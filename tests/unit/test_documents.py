@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serve_app.app import create_app
-from serve_app.runtime import build_runtime
 from serve_app.core.store import NewMemory
 from serve_app.documents import kb_namespace
+from serve_app.runtime import build_runtime
 from tests.fakes import FakeGraph, bag_of_words
 from tests.unit.test_parsers import docx_bytes, pdf_bytes
 
@@ -42,7 +42,8 @@ def sources(client: TestClient, question: str, user: str | None = None) -> list[
 
 
 def test_pdf_docx_csv_are_ingested_and_cited(client: TestClient) -> None:
-    pdf = upload(client, "handbook.pdf", pdf_bytes(["Office hours are nine to five.", "Parking permits cost forty dollars."]))
+    pdf = upload(client, "handbook.pdf",
+                 pdf_bytes(["Office hours are nine to five.", "Parking permits cost forty dollars."]))
     job = finish(client, pdf["job_id"])
     assert job["status"] == "done" and job["chunks_done"] == job["chunks_total"] == 2
     docx = finish(client, upload(client, "memo.docx", docx_bytes(["The cafeteria serves lunch at noon."]))["job_id"])
@@ -82,7 +83,8 @@ def test_delete_removes_every_chunk_from_every_shard(client: TestClient, graph: 
 
 
 def test_user_scoped_documents_are_private(client: TestClient) -> None:
-    finish(client, upload(client, "diary.txt", b"My secret recipe uses saffron and honey.", scope="user:alice")["job_id"])
+    diary = upload(client, "diary.txt", b"My secret recipe uses saffron and honey.", scope="user:alice")
+    finish(client, diary["job_id"])
     assert sources(client, "secret recipe saffron", user="alice")
     assert sources(client, "secret recipe saffron", user="bob") == []
     assert sources(client, "secret recipe saffron") == []

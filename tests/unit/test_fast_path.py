@@ -7,13 +7,11 @@ import asyncio
 
 from fastapi.testclient import TestClient
 
-from serve_app.core.decision import DecisionSettings, decide, has_product_keyword, parse_constraints
-from serve_app.generation import GenerationResult
-from serve_app.memory_service import MemoryService
 from serve_app.chat.pipeline import ChatPipeline
 from serve_app.clients import LocalEndpoint, NearCacheClient
+from serve_app.core.decision import DecisionSettings, decide, has_product_keyword, parse_constraints
+from serve_app.generation import GenerationResult
 from serve_app.protocol import ChatCompletionRequest
-from serve_app.settings import AppSettings
 from tests.fakes import FakeGraph
 
 MODEL = "smollm2-135m-instruct"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from serve_app.core.index import ShardIndex
-from serve_app.core.sharding import shard_for
 from serve_app.core.retrieval import SearchFilters, search_user_memories
+from serve_app.core.sharding import shard_for
 from serve_app.core.sqlite_store import SQLiteMemoryStore
 from tests.unit.test_store import mem, vec
 
@@ -25,7 +24,7 @@ def test_search_finds_own_memories_only(tmp_path: Path) -> None:
     store.add("bob", 0, [mem("bob one", 1)])  # same vector as alice's first memory
     index = ShardIndex(store, 0, dim=8, max_loaded_users=10)
     alice = search_user_memories(index, "alice", vec(1), k=5, now=0.0)
-    assert [m.record.text for m in alice][0] == "alice one"
+    assert alice[0].record.text == "alice one"
     assert {m.record.user for m in alice} == {"alice"}
     bob = search_user_memories(index, "bob", vec(1), k=5, now=0.0)
     assert [m.record.text for m in bob] == ["bob one"]

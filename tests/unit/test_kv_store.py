@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 from serve_app.core.store import MemoryStore
-from tests.unit.test_store import StoreFactory, make_store, mem, store  # noqa: F401 - fixtures
+from tests.unit.test_store import StoreFactory, make_store, mem, store  # noqa: F401  # fixtures, used by name in signatures
 
 
 def test_put_get_roundtrip_and_missing_keys(store: MemoryStore) -> None:
@@ -57,7 +57,7 @@ def test_replace_is_atomic_for_readers(store: MemoryStore) -> None:
     assert all(items in generations for items in seen)
 
 
-def test_versions_increase_and_survive_reopening(make_store: StoreFactory) -> None:  # noqa: F811
+def test_versions_increase_and_survive_reopening(make_store: StoreFactory) -> None:
     first = make_store()
     assert first.kv_version("jobs") == 0
     versions = [first.kv_put("jobs", "a", "1"), first.kv_put("jobs", "b", "2"),
@@ -72,7 +72,7 @@ def test_versions_increase_and_survive_reopening(make_store: StoreFactory) -> No
     assert reopened.kv_put("jobs", "d", "4") == versions[-1] + 1
 
 
-def test_emptied_space_keeps_its_version(make_store: StoreFactory) -> None:  # noqa: F811
+def test_emptied_space_keeps_its_version(make_store: StoreFactory) -> None:
     """Emptying a space must not reset its version, or old contents could share one."""
     first = make_store()
     first.kv_put("docs", "a", "1")
@@ -110,7 +110,7 @@ def test_forget_user_leaves_kv_alone(store: MemoryStore) -> None:
     assert store.kv_items("jobs") == {"jobs": "kept"} and store.kv_version("jobs") == version
 
 
-def test_concurrent_writers_never_share_a_version(make_store: StoreFactory) -> None:  # noqa: F811
+def test_concurrent_writers_never_share_a_version(make_store: StoreFactory) -> None:
     """Four writers, each its own connection (as separate processes would be)."""
     stores = [make_store() for _ in range(4)]
     results: list[list[int]] = [[] for _ in stores]

@@ -78,7 +78,8 @@ def test_stats_per_tier(client: TestClient) -> None:
     add(client, "alice", "three", tier="working")
     stats = client.get("/v1/memories/stats", params={"user": "alice"}).json()
     assert stats["total"] == 3
-    assert stats["tiers"]["long_term"]["count"] == 2 and stats["tiers"]["working"] == {"count": 1, "cap": 15, "ttl_s": 900.0}
+    assert stats["tiers"]["long_term"]["count"] == 2
+    assert stats["tiers"]["working"] == {"count": 1, "cap": 15, "ttl_s": 900.0}
 
 
 def test_forget_user_leaves_nothing_anywhere(client: TestClient, graph: FakeGraph) -> None:
@@ -108,7 +109,8 @@ def test_search_filters_through_api(client: TestClient) -> None:
         {"text": "dinner meeting with the board", "metadata": {"kind": "work"}, "tier": "episodic"}]})
     food = search(client, "alice", "dinner", filters={"metadata": {"kind": "food"}})
     assert [r["text"] for r in food] == ["dinner at Nopa"] and food[0]["metadata"] == {"kind": "food"}
-    assert [r["text"] for r in search(client, "alice", "dinner", tiers=["episodic"])] == ["dinner meeting with the board"]
+    episodic = search(client, "alice", "dinner", tiers=["episodic"])
+    assert [r["text"] for r in episodic] == ["dinner meeting with the board"]
     assert search(client, "alice", "dinner", filters={"created_after": time.time() + 3600}) == []
 
 
@@ -122,7 +124,8 @@ def test_promotion_rules() -> None:
     now, tiers, s = 1e9, TierRegistry(default_tier_policies()), ConsolidationSettings()
     strong = record("working", 1.0, 5, 600, now)  # important, used, 2/3 of its TTL old
     weak = record("working", 0.2, 0, 10, now)
-    assert promotion_score(strong, now, tiers.policy("working"), s) >= 0.75 > promotion_score(weak, now, tiers.policy("working"), s)
+    working = tiers.policy("working")
+    assert promotion_score(strong, now, working, s) >= 0.75 > promotion_score(weak, now, working, s)
     plan = plan_promotions([strong, weak, record("semantic", 1.0, 9, 1e6, now)], now, tiers, s)
     assert [(p.record.tier, p.to_tier) for p in plan] == [("working", "short_term")]
 

@@ -61,7 +61,8 @@ def test_csv_is_streamed_in_row_groups_with_ranges() -> None:
 
 def test_text_markdown_and_html() -> None:
     assert read_all(b"# Title\n\nSome *markdown* text.", "notes.md")[0].text.startswith("# Title")
-    html = b"<html><head><style>p{}</style><script>alert(1)</script></head><body><h1>Hi</h1><p>Body text.</p></body></html>"
+    html = (b"<html><head><style>p{}</style><script>alert(1)</script></head>"
+            b"<body><h1>Hi</h1><p>Body text.</p></body></html>")
     text = read_all(html, "page.html")[0].text
     assert "Hi" in text and "Body text." in text and "alert" not in text and "p{}" not in text
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from serve_app.chat.pipeline import ChatPipeline
 from serve_app.generation import GenerationResult
 from serve_app.memory_service import MemoryService
-from serve_app.chat.pipeline import ChatPipeline
 from serve_app.protocol import ChatCompletionRequest, MemoryIn
 from serve_app.settings import AppSettings
 from tests.fakes import FakeGraph
-
 
 
 def chat(text: str, user: str | None = "alice", **extra: object) -> ChatCompletionRequest:
@@ -39,7 +38,7 @@ async def test_turn_is_written_back_after_the_answer(
     await answer(pipeline, chat("I just moved to Lisbon"))
     records = graph.store.list("alice", None, 10, None)
     assert [(r.text, r.tier) for r in records] == [("I just moved to Lisbon", "short_term")]
-    _, no_write = await answer(pipeline, chat("secret", memserve={"write_back": False}))
+    await answer(pipeline, chat("secret", memserve={"write_back": False}))
     assert len(graph.store.list("alice", None, 10, None)) == 1
 
 
@@ -76,7 +75,9 @@ async def test_slow_embedding_degrades_instead_of_failing(
     assert result.text.startswith("echo:")
 
 
-async def test_failed_search_degrades(settings: AppSettings, graph: FakeGraph, memory: MemoryService, pipeline: ChatPipeline) -> None:
+async def test_failed_search_degrades(
+    settings: AppSettings, graph: FakeGraph, memory: MemoryService, pipeline: ChatPipeline
+) -> None:
     graph.fail_search()
     result, info = await answer(pipeline, chat("anything"))
     assert info.degraded == ["memory_search"] and result.finish_reason == "stop"
@@ -86,7 +87,7 @@ async def test_memory_off_skips_embedding_and_search(
     settings: AppSettings, graph: FakeGraph, memory: MemoryService, pipeline: ChatPipeline
 ) -> None:
     await memory.add("alice", [MemoryIn(text="my cat is called Miso")])
-    result, info = await answer(pipeline, chat("cat?", memserve={"memory": False, "products": False}))
+    _, info = await answer(pipeline, chat("cat?", memserve={"memory": False, "products": False}))
     assert info.memories == [] and "embed" not in info.timings_ms
     assert graph.store.list("alice", None, 10, None)[-1].text == "my cat is called Miso"  # no write-back
 

@@ -14,7 +14,8 @@ from tests.unit.test_store import mem, vec
 
 
 def results(index: ShardIndex, user: str) -> list[tuple[str, float]]:
-    return [(m.record.id, round(m.score, 6)) for m in search_user_memories(index, user, vec(3), 5, 0.0, query_text="memory 3")]
+    found = search_user_memories(index, user, vec(3), 5, 0.0, query_text="memory 3")
+    return [(m.record.id, round(m.score, 6)) for m in found]
 
 
 @pytest.fixture

@@ -82,7 +82,9 @@ def test_update_logs_and_keeps_history(store: MemoryStore) -> None:
                                                  tier="semantic", expires_at=None))], actor="tester",
     )
     assert useq > seq
-    assert (updated.text, updated.importance, updated.tier, updated.expires_at) == ("likes green tea", 0.9, "semantic", None)
+    assert (updated.text, updated.importance, updated.tier, updated.expires_at) == (
+        "likes green tea", 0.9, "semantic", None
+    )
     change = store.changes_since(0, seq)[0]
     assert change.op == "upsert" and change.key == records[0].key and change.text == "likes green tea"
     np.testing.assert_allclose(change.embedding, vec(9))  # type: ignore[arg-type]
@@ -149,7 +151,7 @@ def test_record_access_counts_without_logging(store: MemoryStore) -> None:
 def test_batch_update_is_one_commit_and_counts_tiers(store: MemoryStore) -> None:
     records, _ = store.add("alice", 0, [mem(f"m{i}", i, tier="working", expires_at=1e12) for i in range(5)])
     patches = [(r.id, MemoryPatch(tier="short_term", expires_at=2e12)) for r in records[:3]]
-    updated, seq = store.update("alice", 0, patches + [("mem-unknown", MemoryPatch(text="x"))], event="PROMOTE")
+    updated, seq = store.update("alice", 0, [*patches, ("mem-unknown", MemoryPatch(text="x"))], event="PROMOTE")
     assert [u.id for u in updated] == [r.id for r in records[:3]]
     assert all(u.tier == "short_term" and u.expires_at == 2e12 for u in updated)
     assert store.tier_counts("alice") == {"working": 2, "short_term": 3}
