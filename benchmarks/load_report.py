@@ -24,7 +24,6 @@ import argparse
 import csv
 import logging
 import math
-import os
 import re
 import subprocess
 import sys
@@ -37,6 +36,8 @@ from typing import Any
 
 import httpx
 
+from serve_app.serve_status import DEFAULT_TOKEN_FILE, applications_url, dashboard_headers, fetch_replicas
+
 logger = logging.getLogger("load_report")
 
 HERE = Path(__file__).resolve().parent
@@ -44,7 +45,6 @@ LOCUSTFILE = HERE / "locustfile.py"
 CSV_PREFIX = "locust"
 SAMPLE_INTERVAL_S = 2.0
 AGGREGATED = "Aggregated"
-DEFAULT_TOKEN_FILE = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
 
 
 # ---------------------------------------------------------------------------- data
@@ -141,41 +141,14 @@ def fmt_ms(value: float) -> str:
 # ---------------------------------------------------------------------------- replica sampling
 
 
-def running_replicas(details: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
-    """RUNNING and target replicas per deployment from a `ServeInstanceDetails` JSON.
-
-    `applications` and each app's `deployments` are objects keyed by name (not lists); a
-    deployment's `replicas` is a list with a `state`. Deployments are labelled `app/name`
-    only when more than one application runs.
-    """
-    apps: dict[str, Any] = details.get("applications") or {}
-    running: dict[str, int] = {}
-    target: dict[str, int] = {}
-    for app_name, app in apps.items():
-        for dep_name, dep in (app.get("deployments") or {}).items():
-            label = dep_name if len(apps) == 1 else f"{app_name}/{dep_name}"
-            running[label] = sum(1 for r in dep.get("replicas") or [] if r.get("state") == "RUNNING")
-            target[label] = int(dep.get("target_num_replicas") or 0)
-    return running, target
-
-
-def dashboard_headers(token_file: Path) -> tuple[dict[str, str], str]:
-    """The dashboard's auth header and where its token came from (no header when none is found)."""
-    token, source = os.environ.get("RAY_AUTH_TOKEN", "").strip(), "$RAY_AUTH_TOKEN"
-    if not token and token_file.is_file():
-        token, source = token_file.read_text().strip(), str(token_file)
-    if not token:
-        return {}, "none"
-    return {"Authorization": f"Bearer {token}"}, source
-
-
 class ReplicaSampler(threading.Thread):
     """Polls the Ray dashboard's Serve status every `interval` seconds until stopped."""
 
     def __init__(self, dashboard: str, token_file: Path, t0: float, interval: float = SAMPLE_INTERVAL_S) -> None:
         super().__init__(name="replica-sampler", daemon=True)
         self.headers, auth = dashboard_headers(token_file)
-        self.log = ReplicaLog(url=dashboard.rstrip("/") + "/api/serve/applications/", auth=auth)
+        self.dashboard = dashboard
+        self.log = ReplicaLog(url=applications_url(dashboard), auth=auth)
         self.t0 = t0
         self.interval = interval
         self._stop_event = threading.Event()
@@ -198,16 +171,14 @@ class ReplicaSampler(threading.Thread):
         """One sample, or one counted error (the first one is kept for the report)."""
         self.log.polls += 1
         try:
-            response = client.get(self.log.url)
-            response.raise_for_status()
-            running, target = running_replicas(response.json())
+            counts = fetch_replicas(client, self.dashboard)
         except (httpx.HTTPError, ValueError) as exc:
             self.log.errors += 1
             if self.log.first_error is None:
                 self.log.first_error = describe_error(exc)
                 logger.warning("Ray dashboard poll failed (%s); going on without it", self.log.first_error)
             return
-        self.log.samples.append(ReplicaSample(time.time() - self.t0, running, target))
+        self.log.samples.append(ReplicaSample(time.time() - self.t0, counts.running, counts.target))
 
 
 def describe_error(exc: Exception) -> str:

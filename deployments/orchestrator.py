@@ -13,6 +13,7 @@ from ray.serve.metrics import Histogram
 
 from serve_app.app import create_app
 from serve_app.clients import Clients, HandleEndpoint
+from serve_app.logs import install_request_id_logging
 from serve_app.runtime import build_runtime
 from serve_app.settings import AppSettings
 
@@ -49,6 +50,7 @@ class Orchestrator:
         cache: DeploymentHandle[Any],
         consolidator: DeploymentHandle[Any],
     ) -> None:
+        install_request_id_logging()
         clients = Clients.over(
             embedder=HandleEndpoint(embedder), shards=[HandleEndpoint(s) for s in shards], llm=HandleEndpoint(llm),
             cache=HandleEndpoint(cache), consolidator=HandleEndpoint(consolidator), cache_settings=settings.cache,

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,6 +27,10 @@ from serve_app.ingest.parsers import DocumentError
 from serve_app.protocol import ErrorDetail, ErrorResponse
 
 logger = logging.getLogger(__name__)
+
+# When a stage sheds load without saying how long to wait (its backpressure_config has no
+# retry_after_s), or a component is down: ask clients to come back after this long.
+DEFAULT_RETRY_AFTER_S = 1.0
 
 _TYPES = {
     400: "invalid_request_error",
@@ -38,11 +45,16 @@ _TYPES = {
 
 
 class APIError(Exception):
-    """An error the caller is told about: HTTP status plus OpenAI's `message/param/code`."""
+    """An error the caller is told about: HTTP status plus OpenAI's `message/param/code`,
+    and for 429/503 how long to wait before retrying (the `Retry-After` header)."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, param: str | None = None, code: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.retry_after_s = retry_after_s
 
     def detail(self) -> dict[str, Any]:
         """The inner `error` object (what a WebSocket error event carries)."""
@@ -50,7 +62,10 @@ class APIError(Exception):
         return detail
 
     def response(self) -> JSONResponse:
-        return error_response(self.status, self.message, self.param, self.code)
+        response = error_response(self.status, self.message, self.param, self.code)
+        if self.retry_after_s is not None:
+            response.headers["Retry-After"] = str(max(1, math.ceil(self.retry_after_s)))
+        return response
 
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -104,6 +119,13 @@ def to_error(exc: BaseException) -> APIError:
         return APIError(400, str(exc), "file", "invalid_document")
     if isinstance(exc, PromptTooLongError):
         return APIError(400, str(exc), "messages", "context_length_exceeded")
+    if isinstance(exc, BackPressureError):
+        return APIError(503, "memserve is at capacity; retry shortly", code="overloaded",
+                        retry_after_s=exc.retry_after_s or DEFAULT_RETRY_AFTER_S)
+    if isinstance(exc, (DeploymentUnavailableError, RedisConnectionError)):
+        logger.warning("a dependency is unavailable: %r", exc)
+        return APIError(503, "a memserve component is unavailable; retry shortly", code="unavailable",
+                        retry_after_s=DEFAULT_RETRY_AFTER_S)
     if isinstance(exc, StarletteHTTPException):
         return APIError(exc.status_code, str(exc.detail))
     logger.error("unhandled error", exc_info=exc)
@@ -116,7 +138,8 @@ def as_request_error(exc: ValidationError) -> RequestValidationError:
 
 
 _HANDLED: tuple[type[Exception], ...] = (
-    APIError, RequestValidationError, UnknownTier, DocumentError, PromptTooLongError, StarletteHTTPException, Exception,
+    APIError, RequestValidationError, UnknownTier, BackPressureError, DeploymentUnavailableError,
+    RedisConnectionError, DocumentError, PromptTooLongError, StarletteHTTPException, Exception,
 )
 
 

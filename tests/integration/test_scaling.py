@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from serve_app.serve_status import dashboard_headers, fetch_replicas
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,9 +26,9 @@ MODEL = "smollm2-135m-instruct"
 
 def running_replicas(dashboard: str) -> dict[str, int]:
     """RUNNING replicas per deployment of the memserve app, from Ray Serve's REST API."""
-    details = httpx.get(f"{dashboard}/api/serve/applications/", timeout=10).json()
-    deployments = details["applications"]["memserve"]["deployments"]
-    return {name: sum(r["state"] == "RUNNING" for r in d["replicas"]) for name, d in deployments.items()}
+    headers, _ = dashboard_headers()
+    with httpx.Client(timeout=10, headers=headers) as client:
+        return fetch_replicas(client, dashboard).running
 
 
 class ReplicaSampler:

@@ -1,0 +1,53 @@
+"""Past capacity the app sheds: a stage's backpressure (Ray Serve's max_queued_requests)
+reaches the client as an OpenAI-style 503 with Retry-After, on HTTP and the WebSocket,
+and a store outage is a 503 too, never a 500."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from fastapi.testclient import TestClient
+from ray.serve.exceptions import BackPressureError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from serve_app.errors import to_error
+from serve_app.generation import GenerationChunk, GenerationRequest
+from tests.fakes import FakeGraph
+
+MODEL = "smollm2-135m-instruct"
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}], "memserve": {"cache": False}}
+
+
+@pytest.fixture
+def llm_at_capacity(graph: FakeGraph, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refuse(request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        raise BackPressureError(num_queued_requests=16, max_queued_requests=16, retry_after_s=2.5)
+        yield GenerationChunk(text="")  # pragma: no cover - makes this an async generator
+
+    monkeypatch.setattr(graph.llm, "generate", refuse)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_shed_generation_is_a_503_with_retry_after(client: TestClient, llm_at_capacity: None, stream: bool) -> None:
+    response = client.post("/v1/chat/completions", json={**CHAT, "stream": stream})
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "3"  # rounded up, never earlier than asked
+    error = response.json()["error"]
+    assert error["type"] == "service_unavailable" and error["code"] == "overloaded"
+    assert client.get("/health").status_code == 200
+
+
+def test_the_websocket_reports_shedding_and_stays_open(client: TestClient, llm_at_capacity: None) -> None:
+    with client.websocket_connect("/ws/chat") as ws:
+        ws.send_json(CHAT)
+        event = ws.receive_json()
+        assert event["type"] == "error" and event["error"]["code"] == "overloaded"
+        ws.send_json({"model": "nope", "messages": [{"role": "user", "content": "hi"}]})
+        assert ws.receive_json()["error"]["code"] == "model_not_found"
+
+
+def test_an_unreachable_redis_is_a_503_not_a_500() -> None:
+    error = to_error(RedisConnectionError("Error 111 connecting to localhost:6379. Connection refused."))
+    assert (error.status, error.code) == (503, "unavailable")
+    assert error.response().headers["retry-after"] == "1"
