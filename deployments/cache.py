@@ -20,7 +20,9 @@ from serve_app.settings import CacheSettings
 @serve.deployment(name="Cache", ray_actor_options={"num_cpus": 0.1})
 class Cache:
     def __init__(self, settings: CacheSettings) -> None:
-        self._backend = open_cache(settings.backend, settings.max_entries, settings.ttl_s, settings.redis_url)
+        # `${NAME}` in cache.redis_url is filled from this replica's environment, here only.
+        redis_url = settings.resolved_redis_url() if settings.backend == "redis" else None
+        self._backend = open_cache(settings.backend, settings.max_entries, settings.ttl_s, redis_url)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):  # Ray's own hooks and private names are never the backend's

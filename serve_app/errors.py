@@ -16,11 +16,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serve_app.clients.endpoint import StageUnavailable
 from serve_app.core.tiers import UnknownTier
 from serve_app.generation import PromptTooLongError
 from serve_app.ingest.parsers import DocumentError
@@ -119,10 +119,10 @@ def to_error(exc: BaseException) -> APIError:
         return APIError(400, str(exc), "file", "invalid_document")
     if isinstance(exc, PromptTooLongError):
         return APIError(400, str(exc), "messages", "context_length_exceeded")
-    if isinstance(exc, BackPressureError):
+    if isinstance(exc, StageUnavailable) and exc.overloaded:
         return APIError(503, "memserve is at capacity; retry shortly", code="overloaded",
                         retry_after_s=exc.retry_after_s or DEFAULT_RETRY_AFTER_S)
-    if isinstance(exc, (DeploymentUnavailableError, RedisConnectionError)):
+    if isinstance(exc, (StageUnavailable, RedisConnectionError)):
         logger.warning("a dependency is unavailable: %r", exc)
         return APIError(503, "a memserve component is unavailable; retry shortly", code="unavailable",
                         retry_after_s=DEFAULT_RETRY_AFTER_S)
@@ -138,8 +138,8 @@ def as_request_error(exc: ValidationError) -> RequestValidationError:
 
 
 _HANDLED: tuple[type[Exception], ...] = (
-    APIError, RequestValidationError, UnknownTier, BackPressureError, DeploymentUnavailableError,
-    RedisConnectionError, DocumentError, PromptTooLongError, StarletteHTTPException, Exception,
+    APIError, RequestValidationError, UnknownTier, StageUnavailable, RedisConnectionError, DocumentError,
+    PromptTooLongError, StarletteHTTPException, Exception,
 )
 
 

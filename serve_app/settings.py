@@ -4,18 +4,23 @@
 validates it into `AppSettings`. Deployment-level options (replicas, autoscaling,
 `max_ongoing_requests`, actor resources) stay in the YAML `deployments:` section, where
 Ray Serve owns them.
+
+Secrets stay out of the YAML: `store.redis_url` and `cache.redis_url` may name environment
+variables (`redis://:${MEMSERVE_REDIS_PASSWORD}@host:6379/0`), filled in by the replica
+that opens the connection (serve_app/core/env.py), never at validation.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serve_app.core.consolidation import ConsolidationSettings
 from serve_app.core.decision import DecisionSettings
+from serve_app.core.env import env_placeholders, expand_env
 from serve_app.core.scoring import ScoringSettings
 from serve_app.core.store import MemoryStore
 from serve_app.core.stores import open_store
@@ -24,6 +29,34 @@ from serve_app.core.tiers import TierPolicy, TierRegistry, default_tier_policies
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _RedisURL(_Section):
+    """A section with a `redis_url` that may name environment variables, `${NAME}`
+    (serve_app/core/env.py), e.g. `redis://:${MEMSERVE_REDIS_PASSWORD}@redis:6379/0`: the
+    Serve config, and these settings, keep the placeholder; the replica that opens the
+    connection fills it in from its own environment (`resolved_redis_url`). `$$` is a
+    literal `$`; any other `$` fails validation. A password written into the URL itself is
+    shown wherever the config is (the RayService object, the Ray dashboard): name a
+    variable instead."""
+
+    _url_field: ClassVar[str]
+
+    redis_url: str | None = None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _placeholders_are_well_formed(cls, url: str | None) -> str | None:
+        # The syntax only: the controller validating the config need not have the variables,
+        # and an expanded URL must never be stored in the settings.
+        if url is not None:
+            env_placeholders(url, cls._url_field)
+        return url
+
+    def resolved_redis_url(self) -> str | None:
+        """`redis_url` with `${NAME}` filled from this process's environment, to connect with
+        (and never to log); EnvExpansionError, naming the variable, when one is not set."""
+        return None if self.redis_url is None else expand_env(self.redis_url, self._url_field)
 
 
 class LLMSettings(_Section):
@@ -59,14 +92,16 @@ class EmbedderSettings(_Section):
     num_threads: int | None = 2
 
 
-class StoreSettings(_Section):
+class StoreSettings(_RedisURL):
+    _url_field = "store.redis_url"
+
     backend: Literal["sqlite", "redis"] = "sqlite"
     # Relative paths are resolved against `AppSettings.data_dir`.
     sqlite_path: str = "memserve.sqlite3"
     # FULL: a commit survives power loss, not only a process crash.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     # Redis must run with appendonly yes + appendfsync always for durable acknowledgements.
-    redis_url: str | None = None
+    # `redis_url` (inherited) may name environment variables: `${MEMSERVE_REDIS_PASSWORD}`.
     redis_prefix: str = "memserve"
 
 
@@ -77,10 +112,12 @@ class VectorSearchSettings(_Section):
     snapshot_interval_s: float = Field(default=30.0, ge=0)
 
 
-class CacheSettings(_Section):
+class CacheSettings(_RedisURL):
+    _url_field = "cache.redis_url"
+
     enabled: bool = True
     backend: Literal["memory", "redis"] = "memory"
-    redis_url: str | None = None
+    # `redis_url` (inherited) may name environment variables: `${MEMSERVE_REDIS_PASSWORD}`.
     ttl_s: float = Field(default=900.0, gt=0)
     max_entries: int = Field(default=10_000, ge=1)
     # Semantic layer: a request this similar to a cached one (same scope, model, sampling
@@ -169,6 +206,9 @@ class AppSettings(_Section):
         return p if p.is_absolute() else Path(self.data_dir).expanduser().resolve() / p
 
     def open_store(self) -> MemoryStore:
+        """Called where the store is used (each replica): `${NAME}` in store.redis_url is
+        filled from this process's environment here, not when the config is validated."""
         s = self.store
+        redis_url = s.resolved_redis_url() if s.backend == "redis" else None
         return open_store(s.backend, sqlite_path=self.resolve_path(s.sqlite_path),
-                          sqlite_synchronous=s.sqlite_synchronous, redis_url=s.redis_url, redis_prefix=s.redis_prefix)
+                          sqlite_synchronous=s.sqlite_synchronous, redis_url=redis_url, redis_prefix=s.redis_prefix)

@@ -13,6 +13,29 @@ import inspect
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+
+class StageUnavailable(Exception):
+    """A deployment refused a call: it is shedding load (its `max_queued_requests` is
+    reached) or it is not running. Ray Serve's own exceptions for these stop at the
+    endpoint (Ray's ingress wrapper would turn them into plain-text 503s of its own); the
+    app answers this one with an OpenAI-style 503 and `Retry-After`."""
+
+    def __init__(self, message: str, overloaded: bool, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.overloaded = overloaded
+        self.retry_after_s = retry_after_s
+
+    @classmethod
+    def of(cls, exc: BackPressureError | DeploymentUnavailableError) -> StageUnavailable:
+        if isinstance(exc, BackPressureError):
+            return cls(exc.message, overloaded=True, retry_after_s=exc.retry_after_s)
+        return cls(exc.message, overloaded=False)
+
+
+_REFUSALS = (BackPressureError, DeploymentUnavailableError)
+
 
 class Endpoint(Protocol):
     async def call(self, method: str, *args: Any) -> Any:
@@ -25,18 +48,24 @@ class Endpoint(Protocol):
 
 
 class HandleEndpoint:
-    """An endpoint over a Ray Serve `DeploymentHandle` (Ray is imported by the caller)."""
+    """An endpoint over a Ray Serve `DeploymentHandle`; Ray's refusals become `StageUnavailable`."""
 
     def __init__(self, handle: Any) -> None:
         self._handle = handle
         self._streaming = handle.options(stream=True)
 
     async def call(self, method: str, *args: Any) -> Any:
-        return await getattr(self._handle, method).remote(*args)
+        try:
+            return await getattr(self._handle, method).remote(*args)
+        except _REFUSALS as exc:
+            raise StageUnavailable.of(exc) from exc
 
-    def stream(self, method: str, *args: Any) -> AsyncIterator[Any]:
-        response: AsyncIterator[Any] = getattr(self._streaming, method).remote(*args)
-        return response
+    async def stream(self, method: str, *args: Any) -> AsyncIterator[Any]:
+        try:
+            async for item in getattr(self._streaming, method).remote(*args):
+                yield item
+        except _REFUSALS as exc:
+            raise StageUnavailable.of(exc) from exc
 
 
 class LocalEndpoint:

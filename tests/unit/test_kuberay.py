@@ -8,15 +8,18 @@
   `ray start`, at the minimum (minReplicas nodes) and at the maximum (maxReplicas nodes);
 - the head takes no replicas, autoscaling is on, GCS fault tolerance uses the Redis with a
   password from a Secret, every image is pinned, Ray's version is the one pyproject pins;
+- the Redis password is in the Secret only: every Ray pod gets it as MEMSERVE_REDIS_PASSWORD
+  from that Secret, the Serve config carries the `${MEMSERVE_REDIS_PASSWORD}` placeholder;
 - the Redis container's own arguments, run on a real redis-server, refuse clients without
-  the password, accept the app's URLs once rendered, and KubeRay's GCS cleanup leaves
-  memserve's keys alone;
+  the password, accept the app's URLs as memserve expands them with the pods' variable, and
+  KubeRay's GCS cleanup leaves memserve's keys alone;
 - the Grafana dashboard queries only metrics memserve or the installed Ray Serve declare.
 """
 
 from __future__ import annotations
 
 import ast
+import asyncio
 import copy
 import json
 import math
@@ -117,11 +120,6 @@ def flags(args: list[str]) -> dict[str, str]:
     """`["--a", "1", "--b", "x"]` -> {"a": "1", "b": "x"} (redis-server's argument style)."""
     assert len(args) % 2 == 0 and all(a.startswith("--") for a in args[::2]), args
     return {k[2:]: v for k, v in zip(args[::2], args[1::2], strict=True)}
-
-
-def envsubst(text: str, value: str) -> str:
-    """`envsubst '${MEMSERVE_REDIS_PASSWORD}'`: that variable only, every other `$` left alone."""
-    return text.replace("${" + PASSWORD_VAR + "}", value)
 
 
 def pyproject() -> dict[str, Any]:
@@ -542,24 +540,46 @@ def test_redis_requires_the_password_and_fsyncs_every_write() -> None:
     assert env_source(container, "REDISCLI_AUTH")["valueFrom"] == env_source(container, "REDIS_PASSWORD")["valueFrom"]
 
 
-def test_the_app_reaches_redis_with_the_password_rendered_at_deploy_time() -> None:
+def ray_pods() -> list[tuple[str, dict[str, Any]]]:
+    """The Ray container of every pod that may run memserve's code: the head and each worker group."""
+    spec = cluster()
+    return [("head", ray_container(spec["headGroupSpec"]["template"]))] + [
+        (g["groupName"], ray_container(g["template"])) for g in spec["workerGroupSpecs"]
+    ]
+
+
+def test_every_ray_pod_gets_the_redis_password_from_the_secret() -> None:
+    secret = env_source(redis_container(), "REDIS_PASSWORD")["valueFrom"]["secretKeyRef"]
+    assert secret == {"name": "memserve-redis", "key": "password"}
+    # ... the Secret GCS fault tolerance reads too.
+    assert cluster()["gcsFaultToleranceOptions"]["redisPassword"]["valueFrom"]["secretKeyRef"] == secret
+    pods = ray_pods()
+    assert {name for name, _ in pods} == {"head", "cpu", "gpu"}
+    for name, container in pods:
+        entry = env_source(container, PASSWORD_VAR)
+        assert "value" not in entry, f"{name}: the password comes from the Secret"
+        assert entry["valueFrom"] == {"secretKeyRef": secret}, name  # required: no `optional`
+
+
+def test_the_manifest_and_the_serve_config_hold_no_password(monkeypatch: pytest.MonkeyPatch) -> None:
     text = MANIFEST.read_text()
-    # envsubst is limited to this one variable; nothing else may look like a placeholder.
+    # The one placeholder is memserve's (Kubernetes' own `$(VAR)` is another syntax).
     assert set(re.findall(r"\$\{([^}]*)\}", text)) == {PASSWORD_VAR}
-    rendered = yaml.safe_load(
-        next(d for d in yaml.safe_load_all(envsubst(text, "0123abcd")) if d and d["kind"] == "RayService")["spec"][
-            "serveConfigV2"
-        ]
-    )
-    args = rendered["applications"][0]["args"]
+    assert "envsubst" not in text, "nothing renders the manifest: kubectl apply -f it as it is"
     for section in ("store", "cache"):
-        url = urlsplit(args[section]["redis_url"])
+        url = urlsplit(app_config()["args"][section]["redis_url"])
         assert (url.hostname, url.port) == redis_service(), section
-        assert url.password == "0123abcd", section
-        assert url.password is not None and "$" not in url.password
-    # unrendered, the placeholder is all there is: no password is committed
-    for section in ("store", "cache"):
-        assert urlsplit(app_config()["args"][section]["redis_url"]).password == "${" + PASSWORD_VAR + "}"
+        assert url.password == "${" + PASSWORD_VAR + "}", section
+        assert url.username in (None, ""), section
+    # What Ray Serve's controller keeps and the dashboard shows is the config as validated:
+    # it holds the placeholder, even where the variable is set.
+    sentinel = "5e11f0a7c0ffee00d15ea5e"
+    monkeypatch.setenv(PASSWORD_VAR, sentinel)
+    served = ServeDeploySchema.model_validate(serve_config())
+    assert sentinel not in served.model_dump_json(exclude_unset=True) and sentinel not in repr(served)
+    settings = AppSettings.model_validate(app_config()["args"])
+    assert sentinel not in settings.model_dump_json() and sentinel not in repr(settings)
+    assert settings.store.redis_url == app_config()["args"]["store"]["redis_url"]
 
 
 # ---------------------------------------------------------------- images and versions
@@ -629,8 +649,21 @@ def local(url: str, port: int) -> str:
     return parts._replace(netloc=f":{parts.password}@127.0.0.1:{port}").geturl()
 
 
-def test_redis_as_deployed_refuses_strangers_and_serves_the_app(manifest_redis: tuple[int, str]) -> None:
-    from serve_app.core.redis_store import RedisMemoryStore
+def local_args(port: int) -> dict[str, Any]:
+    """The manifest's app args with the Redis URLs moved to the test server (placeholders kept)."""
+    args = copy.deepcopy(app_config()["args"])
+    for section in ("store", "cache"):
+        args[section]["redis_url"] = local(args[section]["redis_url"], port)
+        assert "${" + PASSWORD_VAR + "}" in args[section]["redis_url"]
+    return args
+
+
+def test_redis_as_deployed_refuses_strangers_and_serves_the_app(
+    manifest_redis: tuple[int, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deployments.cache import Cache
+    from serve_app.core.env import EnvExpansionError
+    from serve_app.core.redis_cache import RedisCache
 
     port, password = manifest_redis
     with pytest.raises(redis.AuthenticationError):
@@ -638,13 +671,32 @@ def test_redis_as_deployed_refuses_strangers_and_serves_the_app(manifest_redis: 
     admin = redis.Redis(port=port, password=password)
     assert admin.config_get("appendfsync") == {"appendfsync": "always"}
     assert admin.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
-    args = yaml.safe_load(envsubst(rayservice()["spec"]["serveConfigV2"], password))["applications"][0]["args"]
-    store = RedisMemoryStore(local(args["store"]["redis_url"], port))
+    settings = AppSettings.model_validate(local_args(port))  # validated without the variable
+    # A pod with the Secret's password in its environment: memserve's own expansion connects.
+    monkeypatch.setenv(PASSWORD_VAR, password)
+    store = settings.open_store()
     assert store.store_id
-    assert redis.Redis.from_url(local(args["cache"]["redis_url"], port)).ping()
-    # Applied without envsubst, the placeholder is the password, and the app fails at start.
+    cache = Cache.func_or_class(settings.cache)._backend  # the Cache deployment's own opening
+    assert isinstance(cache, RedisCache)
+
+    async def cache_reaches_redis() -> None:
+        try:
+            assert await cache.r.ping()
+            assert await cache.r.client_info()  # authenticated: AUTH went through
+        finally:
+            await cache.r.aclose()
+
+    asyncio.run(cache_reaches_redis())
+    # A wrong password is refused by Redis.
+    monkeypatch.setenv(PASSWORD_VAR, "not-" + password)
     with pytest.raises(redis.AuthenticationError):
-        RedisMemoryStore(local(app_config()["args"]["store"]["redis_url"], port))
+        settings.open_store()
+    # Without the variable, replicas fail at start, naming it, showing no password.
+    monkeypatch.delenv(PASSWORD_VAR)
+    for opening in (settings.open_store, lambda: Cache.func_or_class(settings.cache)):
+        with pytest.raises(EnvExpansionError, match=PASSWORD_VAR) as caught:
+            opening()
+        assert password not in str(caught.value) and "not set" in str(caught.value)
 
 
 def test_kuberays_gcs_cleanup_leaves_memserves_keys(manifest_redis: tuple[int, str]) -> None:

@@ -1,6 +1,6 @@
 """Past capacity the app sheds: a stage's backpressure (Ray Serve's max_queued_requests)
-reaches the client as an OpenAI-style 503 with Retry-After, on HTTP and the WebSocket,
-and a store outage is a 503 too, never a 500."""
+becomes `StageUnavailable` at the endpoint and reaches the client as an OpenAI-style 503
+with Retry-After, on HTTP and the WebSocket; a store outage is a 503 too, never a 500."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from ray.serve.exceptions import BackPressureError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from serve_app.clients.endpoint import HandleEndpoint, StageUnavailable
 from serve_app.errors import to_error
 from serve_app.generation import GenerationChunk, GenerationRequest
 from tests.fakes import FakeGraph
@@ -22,7 +23,7 @@ CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}], "mem
 @pytest.fixture
 def llm_at_capacity(graph: FakeGraph, monkeypatch: pytest.MonkeyPatch) -> None:
     async def refuse(request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        raise BackPressureError(num_queued_requests=16, max_queued_requests=16, retry_after_s=2.5)
+        raise StageUnavailable.of(BackPressureError(num_queued_requests=16, max_queued_requests=16, retry_after_s=2.5))
         yield GenerationChunk(text="")  # pragma: no cover - makes this an async generator
 
     monkeypatch.setattr(graph.llm, "generate", refuse)
@@ -51,3 +52,38 @@ def test_an_unreachable_redis_is_a_503_not_a_500() -> None:
     error = to_error(RedisConnectionError("Error 111 connecting to localhost:6379. Connection refused."))
     assert (error.status, error.code) == (503, "unavailable")
     assert error.response().headers["retry-after"] == "1"
+
+
+class _RefusingHandle:
+    """Stands in for a DeploymentHandle whose deployment's queue is full."""
+
+    def options(self, **_: object) -> _RefusingHandle:
+        return self
+
+    def __getattr__(self, method: str) -> _RefusingHandle:
+        return self
+
+    def remote(self, *_: object) -> object:
+        return self
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        raise BackPressureError(num_queued_requests=4, max_queued_requests=4, retry_after_s=None)
+        yield  # pragma: no cover
+
+    def __aiter__(self) -> _RefusingHandle:
+        return self
+
+    async def __anext__(self) -> object:
+        raise BackPressureError(num_queued_requests=4, max_queued_requests=4, retry_after_s=7)
+
+
+async def test_the_handle_endpoint_turns_ray_refusals_into_stage_unavailable() -> None:
+    endpoint = HandleEndpoint(_RefusingHandle())
+    with pytest.raises(StageUnavailable) as called:
+        await endpoint.call("embed", ["x"])
+    assert called.value.overloaded and called.value.retry_after_s is None
+    with pytest.raises(StageUnavailable) as streamed:
+        async for _ in endpoint.stream("generate", "request"):
+            pass
+    assert streamed.value.retry_after_s == 7
+    assert to_error(streamed.value).response().headers["retry-after"] == "7"
