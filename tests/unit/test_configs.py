@@ -40,7 +40,8 @@ def test_kuberay_manifest_serves_the_gpu_config() -> None:
     served = yaml.safe_load(service["spec"]["serveConfigV2"])
     assert served["applications"] == yaml.safe_load((REPO / "configs" / "gpu.yaml").read_text())["applications"]
     redis = next(d for d in documents if d["kind"] == "Service" and d["metadata"]["name"] == "memserve-redis")
-    # The URL's password is rendered at deploy time (k8s/rayservice.yaml): compare where it points.
+    # The URL's password is a `${MEMSERVE_REDIS_PASSWORD}` placeholder each replica fills in
+    # from its pod's environment (k8s/rayservice.yaml): compare where it points.
     store_url = urlsplit(served["applications"][0]["args"]["store"]["redis_url"])
     assert (store_url.scheme, store_url.hostname, store_url.port) == (
         "redis", redis["metadata"]["name"], redis["spec"]["ports"][0]["port"]
