@@ -1,5 +1,5 @@
 """VectorSearch deployment: one shard's `ShardSearcher` (serve_app/shard_search.py) as a
-Ray Serve replica; its public methods (`search`, `nearest`, `stats`) are the deployment's.
+Ray Serve replica; its public methods (`search`, `nearest`, `near`, `stats`) are the deployment's.
 
 The builder binds this class once per shard (`VectorSearch_0`, `VectorSearch_1`, ...).
 """

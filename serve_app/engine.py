@@ -9,15 +9,24 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from serve_app import models, reaper
-from serve_app.generation import GenerationChunk, GenerationRequest, PromptTooLongError
+from serve_app.generation import (
+    GenerationChunk,
+    GenerationRequest,
+    InvalidGenerationRequest,
+    PromptTooLongError,
+    TokenLogprob,
+    TopLogprob,
+)
 from serve_app.settings import LLMSettings
 
 if TYPE_CHECKING:
+    from vllm import SamplingParams
     from vllm.config.model import ModelDType
+    from vllm.logprobs import Logprob
     from vllm.renderers.chat_utils import ChatCompletionMessageParam
 
 logger = logging.getLogger(__name__)
@@ -64,10 +73,7 @@ class LLMEngine:
             text = request.prompt or ""
         return list(self._tokenizer.encode(text, add_special_tokens=False))
 
-    def _sampling_params(self, request: GenerationRequest, prompt_len: int) -> Any:
-        from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
-
+    def _sampling_params(self, request: GenerationRequest, prompt_len: int) -> SamplingParams:
         room = self.settings.max_model_len - prompt_len
         wanted = request.max_tokens or min(self.settings.default_max_tokens, room)
         if room <= 0 or wanted > room:
@@ -75,44 +81,91 @@ class LLMEngine:
                 f"the prompt has {prompt_len} tokens and {wanted} more were requested, but the "
                 f"model's context is {self.settings.max_model_len} tokens"
             )
-        params: dict[str, Any] = {"max_tokens": wanted, "output_kind": RequestOutputKind.DELTA}
-        if request.temperature is not None:
-            params["temperature"] = request.temperature
-        if request.top_p is not None:
-            params["top_p"] = request.top_p
-        if request.stop:
-            params["stop"] = request.stop
-        if request.seed is not None:
-            params["seed"] = request.seed
-        return SamplingParams(**params)
+        return sampling_params(request, wanted)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        """Yield text deltas; the last chunk carries `finish_reason` and token counts.
-        Raises PromptTooLongError before anything is generated."""
+        """Yield text deltas of every choice (`index`); each choice's last chunk carries its
+        `finish_reason`. Raises PromptTooLongError or InvalidGenerationRequest before
+        anything is generated."""
+        from vllm.exceptions import VLLMClientError
         from vllm.inputs import TokensPrompt
 
         token_ids = self.render(request)
-        params = self._sampling_params(request, len(token_ids))
-        completion_tokens = 0
+        counts = [0] * request.n
         # mypy reads vLLM as Python 3.10, where the typing.NotRequired of TokensPrompt's optional
         # keys does not exist, so they read as required: the TypedDict is built through Any.
         prompt = cast(Any, TokensPrompt)(prompt_token_ids=token_ids)
         try:
+            params = self._sampling_params(request, len(token_ids))
             async for output in self._engine.generate(prompt, params, request.request_id):
-                step = output.outputs[0]
-                completion_tokens += len(step.token_ids)
-                yield GenerationChunk(
-                    text=step.text,
-                    finish_reason=step.finish_reason,
-                    prompt_tokens=len(token_ids),
-                    completion_tokens=completion_tokens,
-                )
+                for step in output.outputs:
+                    counts[step.index] += len(step.token_ids)
+                    logprobs = None if request.logprobs is None else token_logprobs(
+                        step.token_ids, step.logprobs or [], request.logprobs, self._decode)
+                    yield GenerationChunk(
+                        text=step.text, finish_reason=step.finish_reason, prompt_tokens=len(token_ids),
+                        completion_tokens=counts[step.index], index=step.index, logprobs=logprobs,
+                    )
+        except VLLMClientError as exc:  # the engine's own checks of the parameters (vocabulary, limits)
+            raise InvalidGenerationRequest(str(exc), getattr(exc, "parameter", None)) from None
         finally:
             # A client that went away must not keep the engine busy.
             await self._engine.abort(request.request_id)
+
+    def _decode(self, token_id: int) -> str:
+        return str(self._tokenizer.decode([token_id]))
 
     async def check_health(self) -> None:
         await self._engine.check_health()
 
     def shutdown(self) -> None:
         self._engine.shutdown()
+
+
+def sampling_params(request: GenerationRequest, max_tokens: int) -> SamplingParams:
+    """vLLM's SamplingParams for a request, as vLLM's own OpenAI server maps the same fields.
+
+    Pure (no engine), so each OpenAI field's mapping is unit-tested. Unset fields keep
+    vLLM's defaults, which are OpenAI's. Output is always DELTA: the LLM deployment streams.
+    `n` is vLLM's parallel sampling (one parent request, `n` children sharing the prompt's
+    KV cache; with a `seed`, child i uses seed + i so the choices differ).
+    """
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+    params: dict[str, Any] = {"max_tokens": max_tokens, "output_kind": RequestOutputKind.DELTA, "n": request.n}
+    for name in ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty",
+                 "repetition_penalty", "top_k", "min_p", "logit_bias", "logprobs"):
+        value = getattr(request, name)
+        if value is not None:
+            params[name] = value
+    if request.json_schema is not None:
+        params["structured_outputs"] = StructuredOutputsParams(json=request.json_schema)
+    elif request.json_object:
+        params["structured_outputs"] = StructuredOutputsParams(json_object=True)
+    return SamplingParams(**params)
+
+
+def token_logprobs(
+    token_ids: Sequence[int], positions: Sequence[Mapping[int, Logprob] | None], top: int,
+    decode: Callable[[int], str],
+) -> list[TokenLogprob]:
+    """The chosen token and its `top` alternatives at each position, from vLLM's per-position
+    `{token_id: Logprob}` (the chosen token plus the top-k, in no useful order)."""
+    out: list[TokenLogprob] = []
+    for token_id, position in zip(token_ids, positions, strict=False):
+        entries = dict(position or {})
+        chosen = entries.get(token_id)
+        best = sorted(entries.items(), key=lambda item: -item[1].logprob)[:top]
+        out.append(TokenLogprob(
+            token=_text(token_id, chosen, decode),
+            logprob=max(chosen.logprob, -9999.0) if chosen is not None else -9999.0,
+            top=[TopLogprob(_text(i, lp, decode), max(lp.logprob, -9999.0)) for i, lp in best],
+        ))
+    return out
+
+
+def _text(token_id: int, logprob: Logprob | None, decode: Callable[[int], str]) -> str:
+    if logprob is not None and logprob.decoded_token is not None:
+        return logprob.decoded_token
+    return decode(token_id)

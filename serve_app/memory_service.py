@@ -1,19 +1,23 @@
 """The memory API's logic. Writes go to the store (acknowledged after commit), searches
-to the user's shard. Near-duplicate writes update the existing memory instead of adding
-a second one; a tier over its cap evicts its lowest-retention memories."""
+to the user's shard. A write that restates one of the user's memories merges into it or,
+word for word, changes nothing; one that differs in a fact (a day, a number, a name, a
+negation) is added however close its embedding (`core.sameness`, `core.write_plan`). A
+tier over its cap evicts its lowest-retention memories."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from serve_app.clients import CacheClient, EmbedderClient, RetrieverClient
-from serve_app.core.retrieval import SearchFilters, ShardQuery
+from serve_app.core.retrieval import NearMemory, SearchFilters, ShardQuery
 from serve_app.core.store import HistoryEvent, MemoryPatch, MemoryRecord, MemoryStore, NewMemory
+from serve_app.core.write_plan import Draft, Incoming, WriteOutcome, WritePlan, outcomes, plan_writes
 from serve_app.maintenance import TierMaintainer
 from serve_app.protocol import (
     MemoryIn,
@@ -24,6 +28,28 @@ from serve_app.protocol import (
 )
 from serve_app.settings import MemorySettings
 
+# Existing memories judged per written item: enough to get past a few near ones that
+# state other facts (other days, other numbers) to the one the item repeats.
+NEAR_CANDIDATES = 8
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """One `add`: each item's outcome, in order, and the seq that makes them readable."""
+
+    outcomes: list[WriteOutcome]
+    seq: int
+
+    @property
+    def ids(self) -> list[str]:
+        return [o.id for o in self.outcomes]
+
+
+def _patch(draft: Draft) -> MemoryPatch:
+    """A MERGE's change to an existing memory; the text (and embedding) only when reworded."""
+    return MemoryPatch(text=draft.text if draft.reembed else None, embedding=draft.vector if draft.reembed else None,
+                       importance=draft.importance, metadata=draft.metadata)
+
 
 def record_out(record: MemoryRecord) -> MemoryRecordOut:
     return MemoryRecordOut(
@@ -31,16 +57,6 @@ def record_out(record: MemoryRecord) -> MemoryRecordOut:
         metadata=record.metadata, created_at=record.created_at, updated_at=record.updated_at,
         access_count=record.access_count, expires_at=record.expires_at,
     )
-
-
-def duplicates_within(vectors: np.ndarray, threshold: float) -> list[int | None]:
-    """For each row, the index of an earlier row it nearly duplicates (or None)."""
-    sims = vectors @ vectors.T
-    first: list[int | None] = []
-    for j in range(len(vectors)):
-        earlier = [i for i in range(j) if first[i] is None and sims[i, j] >= threshold]
-        first.append(earlier[0] if earlier else None)
-    return first
 
 
 class MemoryService:
@@ -69,64 +85,60 @@ class MemoryService:
     async def add(
         self, user: str, items: Sequence[MemoryIn], vectors: np.ndarray | None = None, dedup: bool = True,
         actor: str = "api",
-    ) -> tuple[list[str], int]:
-        """Embed (unless the caller has the vectors), merge near-duplicates, commit, and
-        return one id per item (a merged item gets the id it merged into) and the seq."""
-        for item in items:
-            self.tier_of(item.tier)  # refuse an unknown tier before any work
+    ) -> WriteResult:
+        """Embed (unless the caller has the vectors), decide per item whether it adds a
+        memory, merges into one that states the same fact, or repeats one (NOOP; see
+        `core.write_plan`), commit, and report each item's outcome and the seq to read at."""
+        tiers = [self.tier_of(item.tier) for item in items]  # refuse an unknown tier before any work
         if vectors is None:
             vectors = await self.embedder.embed([item.text for item in items])
-        in_batch = duplicates_within(vectors, self.settings.dedup_threshold) if dedup else [None] * len(items)
-        existing: list[tuple[str | None, float]] = [(None, 0.0)] * len(items)
+        incoming = [Incoming(item.text, tier, item.importance, vector, item.metadata)
+                    for item, tier, vector in zip(items, tiers, vectors, strict=True)]
+        near: list[list[NearMemory]] = [[] for _ in items]
         if dedup:
-            existing = await self.retriever.nearest(user, vectors)
-        now = time.time()
-        ids: list[str | None] = [None] * len(items)
-        new_rows: list[int] = []
-        merges: list[tuple[int, str]] = []
-        for i in range(len(items)):
-            match_id, similarity = existing[i]
-            if in_batch[i] is not None:
-                continue  # resolved to its earlier twin below
-            if match_id is not None and similarity >= self.settings.dedup_threshold:
-                merges.append((i, match_id))
-            else:
-                new_rows.append(i)
-        seq = 0
-        if new_rows:
-            new = [self._new_memory(items[i], vectors[i], now) for i in new_rows]
-            records, seq = await asyncio.to_thread(self.store.add, user, self.shard(user), new, actor)
-            for i, record in zip(new_rows, records, strict=True):  # one record per new row
-                ids[i] = record.id
-        if merges:
-            merged_ids, merge_seq = await self._merge(user, [(items[i], vectors[i], mid) for i, mid in merges], actor)
-            for (i, _), memory_id in zip(merges, merged_ids, strict=True):
-                ids[i] = memory_id
-            seq = max(seq, merge_seq)
-        for j, twin in enumerate(in_batch):
-            if twin is not None:
-                ids[j] = ids[twin]
+            near = await self.retriever.near(user, vectors, [item.text for item in items], NEAR_CANDIDATES,
+                                             self.settings.dedup_threshold)
+        plan = plan_writes(incoming, near, self.settings.dedup_threshold, dedup)
+        ids, gone, seq = await asyncio.to_thread(self._commit, user, plan, actor)
         await asyncio.to_thread(self.maintainer.enforce_caps, user)
-        return [i for i in ids if i is not None], seq
+        return WriteResult(outcomes(plan, ids, gone), seq)
 
-    def _new_memory(self, item: MemoryIn, vector: np.ndarray, now: float) -> NewMemory:
-        tier = self.tier_of(item.tier)
-        return NewMemory(text=item.text, tier=tier, importance=item.importance, embedding=vector,
-                         metadata=item.metadata, expires_at=self.tiers.expires_at(tier, now))
+    def _commit(self, user: str, plan: WritePlan, actor: str) -> tuple[list[str], set[int], int]:
+        """Run a plan: MERGE-update the existing memories it changes, check that the ones
+        it only repeats still exist, then add the new drafts and those whose memory was
+        deleted since the candidates were read (the fact is added, never dropped).
+        Returns each draft's id, the vanished drafts, and the seq to read at: the last
+        write's, or the user's version when nothing was written (every item a NOOP)."""
+        now, shard = time.time(), self.shard(user)
+        ids = [d.target.id if d.target is not None else "" for d in plan.drafts]
+        updates = [i for i, d in enumerate(plan.drafts) if d.target is not None and d.changed]
+        seq = 0
+        if updates:
+            patches = [(ids[i], _patch(plan.drafts[i])) for i in updates]
+            records, seq = self.store.update(user, shard, patches, actor, "MERGE")
+            done = {r.id for r in records}
+            gone = {i for i in updates if ids[i] not in done}
+        else:
+            gone = set()
+        for i, draft in enumerate(plan.drafts):
+            if draft.target is not None and not draft.changed:
+                record = self.store.get(user, ids[i])
+                if record is None or record.expired(now):
+                    gone.add(i)
+        repeated = [d.target.key for i, d in enumerate(plan.drafts) if d.target is not None and i not in gone]
+        self.store.record_access(user, repeated, now)  # restating a memory counts as using it
+        fresh = [i for i, d in enumerate(plan.drafts) if d.target is None or i in gone]
+        if fresh:
+            new = [self._new_memory(plan.drafts[i], now) for i in fresh]
+            records, add_seq = self.store.add(user, shard, new, actor)
+            for i, record in zip(fresh, records, strict=True):  # one record per new draft
+                ids[i] = record.id
+            seq = max(seq, add_seq)
+        return ids, gone, seq or self.store.user_version(user)
 
-    async def _merge(
-        self, user: str, merges: list[tuple[MemoryIn, np.ndarray, str]], actor: str
-    ) -> tuple[list[str], int]:
-        """Update each matched memory with the newer text; importance only ever rises."""
-        patches = []
-        for item, vector, memory_id in merges:
-            old = await asyncio.to_thread(self.store.get, user, memory_id)
-            importance = max(item.importance, old.importance if old else 0.0)
-            metadata = {**(old.metadata if old else {}), **item.metadata}
-            patches.append((memory_id, MemoryPatch(text=item.text, embedding=vector, importance=importance,
-                                                   metadata=metadata)))
-        _, seq = await asyncio.to_thread(self.store.update, user, self.shard(user), patches, actor, "MERGE")
-        return [memory_id for _, _, memory_id in merges], seq
+    def _new_memory(self, draft: Draft, now: float) -> NewMemory:
+        return NewMemory(text=draft.text, tier=draft.tier, importance=draft.importance, embedding=draft.vector,
+                         metadata=draft.metadata, expires_at=self.tiers.expires_at(draft.tier, now))
 
     async def update(self, memory_id: str, request: UpdateMemoryRequest) -> tuple[MemoryRecordOut, int] | None:
         tier_expiry = self.tiers.expires_at(request.tier, time.time()) if request.tier else None

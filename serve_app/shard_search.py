@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from serve_app.core.index import ShardIndex
-from serve_app.core.retrieval import SearchHit, ShardQuery, nearest_memories, search_user_memories
+from serve_app.core.retrieval import (
+    NearMemory,
+    SearchHit,
+    ShardQuery,
+    near_memories,
+    nearest_memories,
+    search_user_memories,
+)
 from serve_app.core.scoring import ScoringSettings
 from serve_app.core.store import MemoryStore
 from serve_app.core.tiers import TierRegistry
@@ -51,6 +58,15 @@ class ShardSearcher:
     async def nearest(self, user: str, vectors: np.ndarray) -> list[tuple[str | None, float]]:
         async with self._lock:
             return await asyncio.to_thread(nearest_memories, self.index, user, vectors)
+
+    async def near(
+        self, user: str, vectors: np.ndarray, texts: list[str], k: int, min_similarity: float
+    ) -> list[list[NearMemory]]:
+        """Candidates a write may merge into (see `near_memories`)."""
+        async with self._lock:
+            return await asyncio.to_thread(
+                near_memories, self.index, user, vectors, texts, k, min_similarity, time.time()
+            )
 
     def stats(self) -> dict[str, int]:
         return {"shard": self.shard, "applied_seq": self.index.applied_seq, "loaded_users": self.index.loaded_users}

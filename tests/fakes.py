@@ -22,12 +22,20 @@ from serve_app.clients import Clients, LocalEndpoint
 from serve_app.core.response_cache import InProcessCache
 from serve_app.core.retrieval import SearchHit, ShardQuery
 from serve_app.core.sqlite_store import SQLiteMemoryStore
-from serve_app.generation import GenerationChunk, GenerationRequest, PromptTooLongError
+from serve_app.generation import (
+    GenerationChunk,
+    GenerationRequest,
+    InvalidGenerationRequest,
+    PromptTooLongError,
+    TokenLogprob,
+    TopLogprob,
+)
 from serve_app.maintenance import Consolidation, TierMaintainer
 from serve_app.settings import CacheSettings, MemorySettings
 from serve_app.shard_search import ShardSearcher
 
 DIM = 64
+FAKE_VOCAB = 50_000
 
 
 def bag_of_words(text: str) -> np.ndarray:
@@ -56,7 +64,8 @@ class FakeEmbedder:
 
 
 class FakeLLM:
-    """Stands in for `deployments.llm.LLM`: echoes the memory lines of the prompt."""
+    """Stands in for `deployments.llm.LLM`: echoes the memory lines of the prompt, once per
+    choice (`n`, interleaved as the engine interleaves them), with made-up logprobs when asked."""
 
     def __init__(self) -> None:
         self.delay_s = 0.0
@@ -68,15 +77,27 @@ class FakeLLM:
         self.last_request = request
         if request.max_tokens and request.max_tokens > 1000:
             raise PromptTooLongError("too long")
+        if request.logit_bias and max(request.logit_bias) >= FAKE_VOCAB:  # as vLLM checks the vocabulary
+            raise InvalidGenerationRequest(f"token ids must be below {FAKE_VOCAB}", "logit_bias")
         await asyncio.sleep(self.delay_s)
         system = (request.messages or [{"content": request.prompt or ""}])[0]["content"]
         words = ["echo:"] + [line for line in system.splitlines() if line.startswith("- ")]
         for i, word in enumerate(words):
             last = i == len(words) - 1
-            yield GenerationChunk(
-                text=word + ("" if last else " "), finish_reason="stop" if last else None,
-                prompt_tokens=7, completion_tokens=i + 1,
-            )
+            text = word + ("" if last else " ")
+            for index in range(request.n):
+                yield GenerationChunk(
+                    text=text, finish_reason="stop" if last else None, prompt_tokens=7, completion_tokens=i + 1,
+                    index=index, logprobs=fake_logprobs(text, request.logprobs),
+                )
+
+
+def fake_logprobs(text: str, top: int | None) -> list[TokenLogprob] | None:
+    """One token per chunk; alternatives are the token with a growing suffix."""
+    if top is None:
+        return None
+    alternatives = [TopLogprob(text + "~" * k, -0.25 * (k + 1)) for k in range(top)]
+    return [TokenLogprob(token=text, logprob=-0.25, top=alternatives)]
 
 
 class FlakySearcher(ShardSearcher):

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from serve_app.chat.cache_policy import CacheKeys, cache_keys
+from serve_app.chat.cache_policy import CacheKeys, cache_keys, replayable
 from serve_app.chat.plan import ChatInput, Plan
 from serve_app.chat.prompting import generation_request, write_back_item
 from serve_app.chat.stages import ChatStages, Context, Snapshot
@@ -30,7 +30,8 @@ from serve_app.clients import CacheClient, GeneratorClient
 from serve_app.core.metrics import Metrics
 from serve_app.core.response_cache import CacheHit
 from serve_app.decisions import ProductChoice
-from serve_app.generation import GenerationChunk, GenerationRequest, GenerationResult
+from serve_app.errors import APIError, unwrap_remote
+from serve_app.generation import GenerationChunk, GenerationRequest, GenerationResult, InvalidGenerationRequest
 from serve_app.memory_service import MemoryService
 from serve_app.protocol import CacheKind, ChatCompletionRequest, CompletionRequest, MemoryIn, MemoryUsed, MemserveInfo
 
@@ -62,6 +63,11 @@ class Prepared:
         # The response reports the trace as it stands: one record, not a copy to keep in step.
         self.info.timings_ms, self.info.degraded = self.trace.timings_ms, self.trace.degraded
 
+    @property
+    def choices(self) -> int:
+        """How many choices the answer has (a cached answer has one)."""
+        return self.generation.n if self.generation is not None else 1
+
     @classmethod
     def from_cache(cls, trace: Trace, hit: CacheHit, kind: CacheKind) -> Prepared:
         info = MemserveInfo(cached=True, cache=kind, cache_similarity=hit.similarity)
@@ -92,7 +98,8 @@ class ChatPipeline:
         for tier in plan.tiers or []:
             self.memory.tiers.check(tier)  # an unknown tier is the caller's mistake: 400
         snapshot = await self.stages.snapshot(plan, trace)
-        keys = cache_keys(chat, plan, snapshot.memory_version, snapshot.source_versions()) if plan.cache else None
+        cached = plan.cache and replayable(chat.request)
+        keys = cache_keys(chat, plan, snapshot.memory_version, snapshot.source_versions()) if cached else None
         lookup = await self.stages.lookup(plan, trace, keys, chat.query, self._needs_vector(plan, snapshot, keys))
         if lookup.hit is not None:
             return Prepared.from_cache(trace, lookup.hit, "exact")
@@ -143,7 +150,7 @@ class ChatPipeline:
         stored = False
         try:
             started = time.perf_counter()
-            async for chunk in self.generator.stream(p.generation):
+            async for chunk in _refusals_as_400(self.generator.stream(p.generation)):
                 if not chunks:
                     p.trace.since_start("ttft")
                     side = asyncio.ensure_future(self.stages.annotate(p.trace, p.query, p.query_vector)) \
@@ -187,6 +194,20 @@ class ChatPipeline:
         """Wait for background work (tests and graceful shutdown)."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+async def _refusals_as_400(chunks: AsyncIterator[GenerationChunk]) -> AsyncIterator[GenerationChunk]:
+    """The engine refusing a sampling parameter (checked where the vocabulary and limits
+    are known) is the caller's 400 naming it, not a server error. It arrives before the
+    first chunk, so a streamed request still gets a proper 4xx."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except Exception as exc:
+        refusal = unwrap_remote(exc)
+        if isinstance(refusal, InvalidGenerationRequest):
+            raise APIError(400, str(refusal), refusal.param, "invalid_value") from None
+        raise
 
 
 def _replay(cached: GenerationResult) -> list[GenerationChunk]:

@@ -1,4 +1,8 @@
-"""From a request and its context to the engine's request: the prompt and sampling."""
+"""From a request and its context to the engine's request: the prompt and sampling.
+
+Every OpenAI sampling field the request models accept is passed on here (the engine maps
+them to vLLM's SamplingParams in `serve_app.engine.sampling_params`).
+"""
 
 from __future__ import annotations
 
@@ -27,7 +31,10 @@ def generation_request(settings: AppSettings, chat: ChatInput, context: Context)
     return GenerationRequest(
         request_id=f"memserve-{uuid.uuid4().hex}", messages=messages, prompt=prompt,
         max_tokens=request.token_budget(), temperature=request.temperature, top_p=request.top_p,
-        stop=[request.stop] if isinstance(request.stop, str) else request.stop, seed=request.seed,
+        stop=request.stops(), seed=request.seed, n=request.n, presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty, repetition_penalty=request.repetition_penalty,
+        top_k=request.top_k, min_p=request.min_p, logit_bias=request.token_biases(),
+        logprobs=request.logprob_count(), json_schema=request.json_schema(), json_object=request.json_object(),
     )
 
 

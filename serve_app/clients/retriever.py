@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from serve_app.clients.endpoint import Endpoint
-from serve_app.core.retrieval import SearchHit, ShardQuery
+from serve_app.core.retrieval import NearMemory, SearchHit, ShardQuery
 from serve_app.core.sharding import shard_for
 
 NearestMatch = tuple[str | None, float]
@@ -39,6 +39,16 @@ class RetrieverClient:
         """For each vector, the user's most similar memory id and its cosine (None if empty)."""
         matches: list[NearestMatch] = await self._shards[self.shard_of(user)].call("nearest", user, vectors)
         return matches
+
+    async def near(
+        self, user: str, vectors: np.ndarray, texts: list[str], k: int, min_similarity: float
+    ) -> list[list[NearMemory]]:
+        """For each vector and its text, the user's memories a write may merge into: up to
+        k with cosine >= min_similarity, most similar first."""
+        found: list[list[NearMemory]] = await self._shards[self.shard_of(user)].call(
+            "near", user, vectors, texts, k, min_similarity
+        )
+        return found
 
     async def stats(self) -> list[dict[str, Any]]:
         """Each shard's applied log position and loaded users."""

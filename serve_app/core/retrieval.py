@@ -3,7 +3,7 @@ records, filters and the final score."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,3 +136,34 @@ def nearest_memories(index: ShardIndex, user: str, vectors: np.ndarray) -> list[
         (records[hits[0][0]].id, hits[0][1]) if hits and hits[0][0] in records else (None, 0.0)
         for hits in best
     ]
+
+
+@dataclass(frozen=True)
+class NearMemory:
+    """One of the user's live memories close to a text about to be written."""
+
+    record: MemoryRecord
+    similarity: float  # cosine of the new text's vector and the memory's
+
+
+def near_memories(
+    index: ShardIndex, user: str, vectors: np.ndarray, texts: Sequence[str], k: int, min_similarity: float,
+    now: float,
+) -> list[list[NearMemory]]:
+    """For each vector and its text, the user's unexpired memories with cosine at least
+    `min_similarity` among the dense and BM25 top-k, most similar first.
+
+    Several candidates, not just the nearest, because the nearest may state a different
+    fact (another day, another number) while the second is the very same sentence; BM25
+    because a repeat shares its numbers and names verbatim, which finds it even when many
+    memories tie on cosine ("record number 1" .. "record number 170"). Expired memories
+    are left out: merging into one would hide the new text with it.
+    """
+    found: list[list[NearMemory]] = []
+    for vector, text in zip(np.atleast_2d(vectors), texts, strict=True):
+        hits = [h for h in index.search(user, vector, k, text) if h.similarity >= min_similarity]
+        records = index.store.get_many(user, (h.key for h in hits))
+        near = [NearMemory(records[h.key], h.similarity) for h in hits
+                if h.key in records and not records[h.key].expired(now)]
+        found.append(sorted(near, key=lambda m: m.similarity, reverse=True))
+    return found

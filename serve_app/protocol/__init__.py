@@ -35,6 +35,7 @@ from serve_app.protocol.memories import (
     MemoryIn,
     MemoryList,
     MemoryRecordOut,
+    MemoryWriteResult,
     SearchMemoriesRequest,
     SearchMemoriesResponse,
     SearchResult,
@@ -64,23 +65,30 @@ from serve_app.protocol.openai import (
     ModelCard,
     ModelList,
     ProductOut,
-    SamplingFields,
     SourceOut,
-    StreamOptions,
     TextPart,
     Usage,
 )
+from serve_app.protocol.sampling import (
+    MAX_N,
+    ChatLogprobs,
+    CompletionLogprobs,
+    ResponseFormat,
+    SamplingFields,
+    StreamOptions,
+)
+from serve_app.protocol.strict import StrictModel
 
 __all__ = [
-    "MAX_K", "MAX_USER_CHARS", "SYSTEM_PREFIX",
-    "AddMemoriesRequest", "AddMemoriesResponse", "CacheClearRequest", "CacheKind", "CatalogRequest", "CatalogResponse",
-    "ChatChoice", "ChatChoiceMessage", "ChatChunkChoice", "ChatCompletionChunk", "ChatCompletionRequest",
-    "ChatCompletionResponse", "ChatMessage", "CompletionChoice", "CompletionRequest", "CompletionResponse",
+    "MAX_K", "MAX_N", "MAX_USER_CHARS", "SYSTEM_PREFIX", "AddMemoriesRequest", "AddMemoriesResponse",
+    "CacheClearRequest", "CacheKind", "CatalogRequest", "CatalogResponse", "ChatChoice", "ChatChoiceMessage",
+    "ChatChunkChoice", "ChatCompletionChunk", "ChatCompletionRequest", "ChatCompletionResponse", "ChatLogprobs",
+    "ChatMessage", "CompletionChoice", "CompletionLogprobs", "CompletionRequest", "CompletionResponse",
     "ConsolidateRequest", "DeletedResponse", "DeltaMessage", "DocumentAccepted", "DocumentList", "DocumentOut",
     "EmbeddingData", "EmbeddingRequest", "EmbeddingResponse", "EmbeddingUsage", "ErrorDetail", "ErrorResponse",
     "ForgetResponse", "HealthResponse", "HistoryEntry", "HistoryResponse", "JobOut", "MemoryFilters", "MemoryIn",
-    "MemoryList", "MemoryRecordOut", "MemoryUsed", "MemserveInfo", "MemserveOptions", "ModelCard", "ModelList",
-    "OpenAIModel", "Product", "ProductOut", "SamplingFields", "SearchMemoriesRequest", "SearchMemoriesResponse",
-    "SearchResult", "SourceOut", "StreamOptions", "TextPart", "Tier", "UpdateMemoryRequest", "UpdatedResponse",
-    "Usage", "UserCheck", "UserId", "check_user", "new_id",
+    "MemoryList", "MemoryRecordOut", "MemoryUsed", "MemoryWriteResult", "MemserveInfo", "MemserveOptions", "ModelCard",
+    "ModelList", "OpenAIModel", "Product", "ProductOut", "ResponseFormat", "SamplingFields", "SearchMemoriesRequest",
+    "SearchMemoriesResponse", "SearchResult", "SourceOut", "StreamOptions", "StrictModel", "TextPart", "Tier",
+    "UpdateMemoryRequest", "UpdatedResponse", "Usage", "UserCheck", "UserId", "check_user", "new_id",
 ]

@@ -32,7 +32,7 @@ class AddMemoriesRequest(OpenAIModel):
     tier: Tier | None = Field(default=None, description="default: the server's memory.default_tier")
     importance: float = Field(default=0.5, ge=0.0, le=1.0)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    dedup: bool = Field(default=True, description="merge near-duplicates into existing memories")
+    dedup: bool = Field(default=True, description="merge restatements into existing memories")
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> AddMemoriesRequest:
@@ -56,9 +56,24 @@ class AddMemoriesRequest(OpenAIModel):
         ]
 
 
+class MemoryWriteResult(BaseModel):
+    """What one item of a write did (mem0's per-item `event`). ADD: a new memory `id`.
+    MERGE: the item restated memory `merged_into` (== `id`), which now carries its wording,
+    the higher importance and the merged metadata. NOOP: the item repeats memory `id` word
+    for word and changes nothing. `reason` says why: `new`; the fact that kept it apart
+    from a close memory (`number`, `time`, `name`, `negation`); `identical`; `paraphrase`;
+    `target_gone` (the memory it would merge into was deleted meanwhile)."""
+
+    id: str
+    event: Literal["ADD", "MERGE", "NOOP"]
+    reason: str
+    merged_into: str | None = None
+
+
 class AddMemoriesResponse(BaseModel):
-    ids: list[str]
-    seq: int
+    ids: list[str]  # one per item, in order (`results[i].id`), kept for older clients
+    seq: int  # the last write's seq; when every item is a NOOP, the user's current version
+    results: list[MemoryWriteResult] = Field(default_factory=list)
 
 
 class MemoryFilters(OpenAIModel):

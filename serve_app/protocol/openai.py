@@ -2,24 +2,44 @@
 and `/v1/models`, plus the `memserve` extension object they carry both ways.
 
 Kept field-for-field with OpenAI's API so stock clients (the `openai` SDK, LangChain)
-work unchanged; memserve's additions live only under the `memserve` key.
+work unchanged; memserve's additions live only under the `memserve` key. Request models
+are strict (`protocol.strict`): a field is implemented, refused with a 400 naming it, or
+on the documented ignore-list. The sampling fields and logprobs shapes are in
+`protocol.sampling`.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Annotated, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from serve_app.core.retrieval import SearchHit
-from serve_app.protocol.common import MAX_K, MAX_USER_CHARS, OpenAIModel, Tier, UserCheck, new_id
+from serve_app.protocol.common import MAX_K, Tier, new_id
+from serve_app.protocol.sampling import (
+    MAX_TOP_LOGPROBS,
+    ChatLogprobs,
+    CompletionLogprobs,
+    ResponseFormat,
+    SamplingFields,
+)
+from serve_app.protocol.strict import (
+    CHAT_FIELDS,
+    COMPLETION_FIELDS,
+    IGNORED_CHAT_FIELDS,
+    INVALID,
+    MESSAGE_FIELDS,
+    UNSUPPORTED,
+    StrictModel,
+    field_error,
+)
 
 # --------------------------------------------------------------------------- memserve options
 
 
-class MemserveOptions(OpenAIModel):
-    """The `memserve` object a client sends with `extra_body`."""
+class MemserveOptions(StrictModel):
+    """The `memserve` object a client sends with `extra_body`; an unknown key is a 400."""
 
     memory: bool = True
     k: int | None = Field(default=None, ge=1, le=MAX_K)
@@ -86,12 +106,16 @@ class MemserveInfo(BaseModel):
 # --------------------------------------------------------------------------- chat
 
 
-class TextPart(OpenAIModel):
+class TextPart(StrictModel):
     type: Literal["text"]
     text: str
 
 
-class ChatMessage(OpenAIModel):
+class ChatMessage(StrictModel):
+    """`name` is accepted and not rendered (the chat template has no slot for it)."""
+
+    unsupported = MESSAGE_FIELDS
+
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
@@ -104,43 +128,35 @@ class ChatMessage(OpenAIModel):
         return "".join(part.text for part in self.content)
 
 
-class StreamOptions(OpenAIModel):
-    include_usage: bool = False
-
-
-class SamplingFields(OpenAIModel):
-    model: str
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(default=None, ge=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    n: int = Field(default=1, ge=1, le=1, description="memserve generates one choice")
-    user: Annotated[str | None, UserCheck] = Field(default=None, min_length=1, max_length=MAX_USER_CHARS)
-    memserve: MemserveOptions = Field(default_factory=MemserveOptions)
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, v: str | list[str] | None) -> list[str] | None:
-        if v is None:
-            return None
-        stops = [v] if isinstance(v, str) else v
-        if len(stops) > 4:
-            raise ValueError("at most 4 stop sequences are allowed")
-        return stops
-
-
 class ChatCompletionRequest(SamplingFields):
+    unsupported = CHAT_FIELDS
+    ignored = IGNORED_CHAT_FIELDS
+
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    response_format: ResponseFormat | None = None
+    memserve: MemserveOptions = Field(default_factory=MemserveOptions)
 
     @model_validator(mode="after")
     def _has_text(self) -> ChatCompletionRequest:
         if not any(m.text().strip() for m in self.messages):
             raise ValueError("messages must contain some text")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise field_error(INVALID, "top_logprobs", "top_logprobs requires logprobs to be true")
         return self
+
+    def logprob_count(self) -> int | None:
+        """None: no logprobs; k: the chosen token's and its k most likely alternatives."""
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    def json_schema(self) -> dict[str, Any] | None:
+        fmt = self.response_format
+        return fmt.json_schema.schema_ if fmt is not None and fmt.json_schema is not None else None
+
+    def json_object(self) -> bool:
+        return self.response_format is not None and self.response_format.type == "json_object"
 
     def token_budget(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -153,8 +169,12 @@ class ChatCompletionRequest(SamplingFields):
 
 
 class CompletionRequest(SamplingFields):
+    unsupported = COMPLETION_FIELDS
+
     prompt: str | list[str]
     echo: bool = False
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+    memserve: MemserveOptions = Field(default_factory=MemserveOptions)
 
     @field_validator("prompt")
     @classmethod
@@ -167,8 +187,25 @@ class CompletionRequest(SamplingFields):
             raise ValueError("prompt must not be empty")
         return v
 
+    @model_validator(mode="after")
+    def _no_prompt_logprobs(self) -> CompletionRequest:
+        """With `echo`, OpenAI's logprobs cover the prompt's tokens too; the engine's prompt
+        is not the caller's (memories are prepended), so those cannot be given honestly."""
+        if self.echo and self.logprobs is not None:
+            raise field_error(UNSUPPORTED, "logprobs", "logprobs with echo (prompt logprobs) are not supported")
+        return self
+
     def token_budget(self) -> int | None:
         return self.max_tokens
+
+    def logprob_count(self) -> int | None:
+        return self.logprobs
+
+    def json_schema(self) -> dict[str, Any] | None:
+        return None
+
+    def json_object(self) -> bool:
+        return False
 
 
 class Usage(BaseModel):
@@ -186,7 +223,7 @@ class ChatChoice(BaseModel):
     index: int = 0
     message: ChatChoiceMessage
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatCompletionResponse(BaseModel):
@@ -208,7 +245,7 @@ class ChatChunkChoice(BaseModel):
     index: int = 0
     delta: DeltaMessage
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -225,7 +262,7 @@ class CompletionChoice(BaseModel):
     index: int = 0
     text: str
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class CompletionResponse(BaseModel):
@@ -241,10 +278,14 @@ class CompletionResponse(BaseModel):
 # --------------------------------------------------------------------------- embeddings / models
 
 
-class EmbeddingRequest(OpenAIModel):
+class EmbeddingRequest(StrictModel):
+    """`dimensions` is accepted only as the model's own size (checked by the route):
+    MiniLM's vectors cannot be shortened."""
+
     model: str
     input: str | list[str] = Field(min_length=1)
     encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None
 
     @field_validator("input")

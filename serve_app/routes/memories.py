@@ -23,6 +23,7 @@ from serve_app.protocol import (
     HistoryEntry,
     HistoryResponse,
     MemoryList,
+    MemoryWriteResult,
     SearchMemoriesRequest,
     SearchMemoriesResponse,
     UpdatedResponse,
@@ -45,8 +46,10 @@ async def add_memories(body: AddMemoriesRequest, rt: RuntimeDep) -> AddMemoriesR
     limit = rt.settings.memory.max_text_chars
     if any(len(m.text) > limit for m in items):
         raise APIError(400, f"memory text is longer than {limit} characters", "text")
-    ids, seq = await rt.memory.add(body.user, items, dedup=body.dedup)
-    return AddMemoriesResponse(ids=ids, seq=seq)
+    written = await rt.memory.add(body.user, items, dedup=body.dedup)
+    results = [MemoryWriteResult(id=o.id, event=o.event, reason=o.reason, merged_into=o.merged_into)
+               for o in written.outcomes]
+    return AddMemoriesResponse(ids=written.ids, seq=written.seq, results=results)
 
 
 @router.post("/v1/memories/search", response_model=SearchMemoriesResponse)

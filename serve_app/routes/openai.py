@@ -1,7 +1,8 @@
 """The OpenAI-compatible endpoints: chat and text completions, embeddings, models.
 
 Stock OpenAI clients call these unchanged; memory, products and sources ride along in
-the `memserve` object the pipeline fills in.
+the `memserve` object the pipeline fills in. Every route is a `StrictRoute`: a field a
+request may not carry is a 400 naming it (`unknown_parameter`, `unsupported_parameter`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from serve_app.chat.pipeline import Prepared
+from serve_app.errors import APIError
 from serve_app.generation import GenerationResult
 from serve_app.protocol import (
     ChatCompletionRequest,
@@ -27,19 +29,32 @@ from serve_app.protocol import (
     ModelList,
 )
 from serve_app.responses import chain, chat_events, chat_response, completion_events, completion_response
+from serve_app.routes.validation import StrictRoute
 from serve_app.runtime import Runtime, RuntimeDep
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], route_class=StrictRoute)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+def _model_cards(rt: Runtime) -> list[ModelCard]:
+    names = [rt.settings.llm.served_model_name, rt.settings.embedder.served_model_name]
+    return [ModelCard(id=n, created=rt.started) for n in names]
+
+
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(rt: RuntimeDep) -> ModelList:
-    names = [rt.settings.llm.served_model_name, rt.settings.embedder.served_model_name]
-    return ModelList(data=[ModelCard(id=n, created=rt.started) for n in names])
+    return ModelList(data=_model_cards(rt))
+
+
+@router.get("/v1/models/{model_id:path}", response_model=ModelCard)
+async def retrieve_model(model_id: str, rt: RuntimeDep) -> ModelCard:
+    for card in _model_cards(rt):
+        if card.id == model_id:
+            return card
+    raise APIError(404, f"The model `{model_id}` does not exist.", "model", "model_not_found")
 
 
 @router.post("/v1/chat/completions")
@@ -60,6 +75,9 @@ async def embeddings(body: EmbeddingRequest, rt: RuntimeDep) -> EmbeddingRespons
     rt.check_model(body.model, kind="embedding")
     texts = cast(list[str], body.input)  # the validator made it a list
     vectors = await rt.clients.embedder.embed(texts)
+    if body.dimensions is not None and body.dimensions != vectors.shape[1]:
+        raise APIError(400, f"dimensions: {body.model} gives {vectors.shape[1]}-dimensional embeddings and cannot "
+                            "shorten them", "dimensions", "unsupported_parameter")
     tokens = await rt.clients.embedder.count_tokens(texts)
     data = [EmbeddingData(index=i, embedding=_encode_vector(v, body.encoding_format)) for i, v in enumerate(vectors)]
     usage = EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
@@ -74,19 +92,18 @@ async def _answer(
     chunks = rt.pipeline.stream(prepared)
     is_chat = isinstance(body, ChatCompletionRequest)
     if not body.stream:
-        result = GenerationResult.collect([c async for c in chunks])
+        results = GenerationResult.collect_all([c async for c in chunks])
         if is_chat:
-            return chat_response(model, prepared, result)
-        return completion_response(model, prepared, result, echo)
+            return chat_response(model, prepared, results)
+        return completion_response(model, prepared, results, echo)
     # Pull the first chunk before answering 200, so a request the engine refuses
     # (e.g. too long for the context) gets a proper 4xx instead of a broken stream.
     first = await anext(chunks)
-    events = chat_events if is_chat else completion_events
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return StreamingResponse(
-        events(prepared, model, chain(first, chunks), include_usage), media_type="text/event-stream",
-        headers=SSE_HEADERS,
-    )
+    if is_chat:
+        events = chat_events(prepared, model, chain(first, chunks), body.include_usage())
+    else:
+        events = completion_events(prepared, model, chain(first, chunks), body.include_usage(), echo)
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 def _encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:

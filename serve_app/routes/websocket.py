@@ -1,21 +1,26 @@
 """`/ws/chat`: chat over a WebSocket, for clients that keep one connection open.
 
-One chat request per message; token events, then a `done` event with usage and the
-`memserve` info. A bad message gets an error event (mapped by `serve_app.errors.to_error`,
-as an HTTP error would be) and the connection stays open for the next one.
+One chat request per message (the JSON of `/v1/chat/completions`, every field included);
+token events `{"type": "token", "index", "content"}` (plus `logprobs`, in the chat
+completion shape, when asked for), then a `done` event with usage, `finish_reason` (of
+choice 0) and `finish_reasons` (of each choice, for `n` > 1) and the `memserve` info.
+A bad message gets an error event (mapped by `serve_app.errors.to_error`, as an HTTP
+error would be, with the field named as `serve_app.routes.validation` names it) and the
+connection stays open for the next one.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import ValidationError
 
-from serve_app.errors import as_request_error, to_error
+from serve_app.errors import to_error
 from serve_app.generation import GenerationChunk
-from serve_app.protocol import ChatCompletionRequest
+from serve_app.protocol import ChatCompletionRequest, ChatLogprobs
 from serve_app.responses import usage_of
+from serve_app.routes.validation import parse_request
 from serve_app.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -40,21 +45,23 @@ async def chat_socket(websocket: WebSocket, rt: Runtime) -> None:
 
 
 async def _chat(websocket: WebSocket, rt: Runtime, raw: str) -> None:
-    body = _parse(raw)
+    body = parse_request(ChatCompletionRequest, raw)
     rt.check_model(body.model)
     prepared = await rt.pipeline.prepare_chat(body)
-    last: GenerationChunk | None = None
+    last = {i: GenerationChunk(text="", index=i) for i in range(prepared.choices)}
     async for chunk in rt.pipeline.stream(prepared):
-        last = chunk
-        if chunk.text:
-            await websocket.send_json({"type": "token", "content": chunk.text})
-    await websocket.send_json({"type": "done", "finish_reason": last.finish_reason if last else None,
-                               "usage": usage_of(last).model_dump(), "memserve": prepared.info.model_dump()})
+        last[chunk.index] = chunk
+        if chunk.text or chunk.logprobs:
+            await websocket.send_json(_token_event(chunk))
+    lasts = [last[i] for i in sorted(last)]
+    await websocket.send_json({"type": "done", "finish_reason": lasts[0].finish_reason,
+                               "finish_reasons": [c.finish_reason for c in lasts],
+                               "usage": usage_of(lasts).model_dump(), "memserve": prepared.info.model_dump()})
 
 
-def _parse(raw: str) -> ChatCompletionRequest:
-    """A message that fails the model is the caller's error, as a bad HTTP body is."""
-    try:
-        return ChatCompletionRequest.model_validate_json(raw)
-    except ValidationError as exc:
-        raise as_request_error(exc) from None
+def _token_event(chunk: GenerationChunk) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "token", "index": chunk.index, "content": chunk.text}
+    logprobs = ChatLogprobs.of(chunk.logprobs)
+    if logprobs is not None:
+        event["logprobs"] = logprobs.model_dump(exclude_none=True)
+    return event

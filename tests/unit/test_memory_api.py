@@ -1,4 +1,4 @@
-"""The complete memory API over fake services: dedup, update, history, stats, forget,
+"""The complete memory API over fake services: restatements, update, history, stats, forget,
 consolidation, caps, expiry."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from serve_app.core.consolidation import ConsolidationSettings, plan_promotions, promotion_score
 from serve_app.core.store import MemoryRecord
 from serve_app.core.tiers import TierPolicy, TierRegistry, default_tier_policies
-from serve_app.memory_service import duplicates_within
+from serve_app.core.write_plan import Incoming, plan_writes
 from tests.fakes import FakeGraph, bag_of_words
 
 MODEL = "smollm2-135m-instruct"
@@ -28,29 +28,36 @@ def search(client: TestClient, user: str, query: str, **extra: object) -> list[d
     return client.post("/v1/memories/search", json={"user": user, "query": query, **extra}).json()["results"]
 
 
-def test_near_duplicate_write_updates_instead_of_adding(client: TestClient) -> None:
+def test_restating_a_memory_never_adds_a_second_one(client: TestClient) -> None:
     first = add(client, "alice", "my favourite colour is blue")
-    again = add(client, "alice", "My favourite colour is blue!")  # same words: cosine 1.0 in the fake embedder
-    assert again["ids"] == first["ids"] and again["seq"] > first["seq"]
+    # Word for word (case and punctuation aside): nothing to write, the same id.
+    again = add(client, "alice", "My favourite colour is blue!")
+    assert again["ids"] == first["ids"] and again["seq"] >= first["seq"]
+    assert again["results"] == [{"id": first["ids"][0], "event": "NOOP", "reason": "identical", "merged_into": None}]
+    # Reworded (same words, so cosine 1.0 in the fake embedder): merged, the newer wording kept.
+    reworded = add(client, "alice", "Blue is my favourite colour.")
+    assert reworded["ids"] == first["ids"] and reworded["seq"] > first["seq"]
+    assert reworded["results"][0]["event"] == "MERGE" and reworded["results"][0]["merged_into"] == first["ids"][0]
     listed = client.get("/v1/memories", params={"user": "alice"}).json()["data"]
-    assert [m["text"] for m in listed] == ["My favourite colour is blue!"]
+    assert [m["text"] for m in listed] == ["Blue is my favourite colour."]
     history = client.get(f"/v1/memories/{first['ids'][0]}/history", params={"user": "alice"}).json()["history"]
     assert [h["event"] for h in history] == ["ADD", "MERGE"]
     assert history[1]["old_text"] == "my favourite colour is blue"
     # Twins inside one batch collapse too; dedup can be switched off per request.
     batch = add(client, "bob", "likes jazz", "Likes jazz.", "plays chess")
     assert batch["ids"][0] == batch["ids"][1] != batch["ids"][2]
+    assert [r["event"] for r in batch["results"]] == ["ADD", "NOOP", "ADD"]
     raw = client.post("/v1/memories", json={"user": "bob", "text": "likes jazz", "dedup": False}).json()
-    assert raw["ids"][0] not in batch["ids"]
+    assert raw["ids"][0] not in batch["ids"] and raw["results"][0]["event"] == "ADD"
     # Another user's identical memory is never a duplicate.
     assert add(client, "carol", "my favourite colour is blue")["ids"] != first["ids"]
 
 
-def test_duplicates_within_batch_helper() -> None:
-    vectors = [bag_of_words(t) for t in ("a b", "c d", "a b", "c d e")]
-    import numpy as np
-
-    assert duplicates_within(np.stack(vectors), 0.95) == [None, None, 0, None]
+def test_twins_within_a_batch_fold_into_one_draft() -> None:
+    texts = ("a b", "c d", "A b!", "c d e")
+    items = [Incoming(t, "long_term", 0.5, bag_of_words(t)) for t in texts]
+    plan = plan_writes(items, [[] for _ in items], 0.95)
+    assert [(s.draft, s.event) for s in plan.steps] == [(0, "ADD"), (1, "ADD"), (0, "NOOP"), (2, "ADD")]
 
 
 def test_patch_reembeds_and_records_history(client: TestClient) -> None:
