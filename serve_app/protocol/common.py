@@ -1,8 +1,8 @@
 """Shapes and checks every part of the wire protocol shares.
 
-The OpenAI request base (unknown fields ignored), the user-id rules that keep callers
-out of system namespaces, the error envelope and the limits: one place, so the
-OpenAI, memory and document modules cannot drift apart on them.
+The request base of memserve's own bodies (unknown fields ignored), the user-id rules
+that keep callers out of system namespaces, the error envelope and the limits: one
+place, so the OpenAI, memory and document modules cannot drift apart on them.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def new_id(prefix: str) -> str:
 
 
 class OpenAIModel(BaseModel):
-    """Request bodies accept (and ignore) OpenAI fields memserve does not implement."""
+    """The base of memserve's own request bodies (memories, catalog, cache): unknown fields
+    are ignored. The OpenAI request bodies are strict instead (`protocol.strict.StrictModel`)."""
 
     model_config = ConfigDict(extra="ignore")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator  # a dependency of ray[serve] and vLLM
 from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, Field, field_validator, model_validator
 

@@ -20,8 +20,9 @@ debug. Each is a hint to OpenAI's platform that cannot change the answer here:
   the old use of `user`); memserve does no abuse monitoring and names memory owners by `user`.
 - `prompt_cache_key`: a routing hint for OpenAI's prompt cache; vLLM's prefix cache needs none.
 
-Message-level: `name` on a message is accepted and not rendered (SmolLM2's chat template
-has no slot for it; multi-agent SDKs send it, refusing it would break them).
+Also accepted without effect: `name` on a chat message (SmolLM2's chat template has no
+slot for it; multi-agent SDKs send it, refusing it would break them) and `user` on an
+embeddings request (OpenAI's end-user id; embeddings have no memory owner).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 
 import httpx
 import numpy as np
@@ -35,22 +36,34 @@ def test_chat_completion_answers_with_real_token_counts(client: openai.OpenAI) -
     assert reply.usage is not None and reply.usage.prompt_tokens > 10 and 0 < reply.usage.completion_tokens <= 32
 
 
-def finished_generations(http: httpx.Client) -> int:
-    return int(http.get("/v1/metrics").json()["operations"].get("request.generated", {}).get("count", 0))
+def remembered(http: httpx.Client, user: str) -> list[object]:
+    data: list[object] = http.get("/v1/memories", params={"user": user}).json()["data"]
+    return data
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def test_streamed_chat_arrives_token_by_token(client: openai.OpenAI, http: httpx.Client) -> None:
     """Streaming, not a buffered body: when the first token reaches the client, the server
     has not finished the request. (Not a wall-clock gap between chunks: on a busy machine a
-    descheduled client reads a whole stream in one go, and that says nothing about the server.)"""
-    before = finished_generations(http)
+    descheduled client reads a whole stream in one go, and that says nothing about the server.)
+    The server's "finished" is observed in the store, which every replica shares: the turn
+    is written back to the user's memories only after the last token."""
+    user = f"streamer-{uuid.uuid4().hex[:8]}"
     stream = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Write a long story about a brave knight and a dragon."}],
-        max_tokens=128, temperature=0, stream=True, stream_options={"include_usage": True},
-        extra_body={"memserve": {"cache": False}},
+        max_tokens=128, temperature=0, stream=True, stream_options={"include_usage": True}, user=user,
+        extra_body={"memserve": {"cache": False, "write_back": True}},
     )
     pieces: list[str] = []
-    finished_at_first_token: int | None = None
+    remembered_at_first_token: list[object] | None = None
     usage = None
     finish = None
     served: dict[str, object] = {}
@@ -60,12 +73,12 @@ def test_streamed_chat_arrives_token_by_token(client: openai.OpenAI, http: httpx
         served = (chunk.model_extra or {}).get("memserve") or served
         for choice in chunk.choices:
             if choice.delta.content:
-                if finished_at_first_token is None:
-                    finished_at_first_token = finished_generations(http) - before
+                if remembered_at_first_token is None:
+                    remembered_at_first_token = remembered(http, user)
                 pieces.append(choice.delta.content)
             finish = choice.finish_reason or finish
-    assert finished_at_first_token == 0, served
-    assert finished_generations(http) - before == 1
+    assert remembered_at_first_token == [], served
+    assert wait_until(lambda: remembered(http, user) != [], 60), "the turn was never written back"
     assert len(pieces) >= 10 and not served["cached"]
     assert finish in ("stop", "length") and usage is not None
     assert len(pieces) <= usage.completion_tokens <= 128

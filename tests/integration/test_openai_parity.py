@@ -35,7 +35,7 @@ def ask(text: str) -> list[dict[str, str]]:
 
 def test_json_object_answer_parses(client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(
-        model=MODEL, messages=ask("What is the capital of France? Answer in JSON."), max_tokens=40, temperature=0,
+        model=MODEL, messages=ask("What is the capital of France? Answer in JSON."), max_tokens=64, temperature=0,
         response_format={"type": "json_object"}, extra_body=NO_CACHE,
     )
     assert reply.choices[0].finish_reason == "stop", reply.choices[0].message.content
@@ -64,7 +64,8 @@ def test_logprobs_with_top_alternatives(client: openai.OpenAI) -> None:
         assert token.top_logprobs[0].logprob >= token.top_logprobs[1].logprob
     # Greedy: the chosen token is the most likely one.
     assert [t.token for t in choice.logprobs.content] == [t.top_logprobs[0].token for t in choice.logprobs.content]
-    assert "".join(t.token for t in choice.logprobs.content) == choice.message.content
+    # The tokens spell the answer (and any stop or end-of-turn token it was cut at).
+    assert "".join(t.token for t in choice.logprobs.content).startswith(choice.message.content or "")
 
 
 def test_n_gives_that_many_choices(client: openai.OpenAI) -> None:
