@@ -34,9 +34,16 @@ def product_text(p: Product) -> str:
 
 
 def parse_csv(data: bytes) -> list[Product]:
-    """CSV with a header row naming at least name, description, category, price, tags."""
+    """CSV with a header row naming at least name, description, category, price, tags.
+
+    Unlike a JSON catalog (where an unknown product field is a 400), columns that are not
+    Product fields are ignored: spreadsheet exports carry extras (SKU, stock, notes), and
+    a header is matched case-insensitively, so a misspelt column shows up as a missing one.
+    """
     rows = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
-    return [Product.model_validate({k.strip().lower(): v for k, v in row.items() if k}) for row in rows]
+    fields = Product.model_fields
+    return [Product.model_validate({key: v for k, v in row.items() if k and (key := k.strip().lower()) in fields})
+            for row in rows]
 
 
 @dataclass(frozen=True)

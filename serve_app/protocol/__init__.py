@@ -11,6 +11,7 @@ from __future__ import annotations
 from serve_app.protocol.admin import CacheClearRequest, CatalogRequest, CatalogResponse, HealthResponse, Product
 from serve_app.protocol.common import (
     MAX_K,
+    MAX_SEQ,
     MAX_USER_CHARS,
     SYSTEM_PREFIX,
     ErrorDetail,
@@ -80,7 +81,7 @@ from serve_app.protocol.sampling import (
 from serve_app.protocol.strict import StrictModel
 
 __all__ = [
-    "MAX_K", "MAX_N", "MAX_USER_CHARS", "SYSTEM_PREFIX", "AddMemoriesRequest", "AddMemoriesResponse",
+    "MAX_K", "MAX_N", "MAX_SEQ", "MAX_USER_CHARS", "SYSTEM_PREFIX", "AddMemoriesRequest", "AddMemoriesResponse",
     "CacheClearRequest", "CacheKind", "CatalogRequest", "CatalogResponse", "ChatChoice", "ChatChoiceMessage",
     "ChatChunkChoice", "ChatCompletionChunk", "ChatCompletionRequest", "ChatCompletionResponse", "ChatLogprobs",
     "ChatMessage", "CompletionChoice", "CompletionLogprobs", "CompletionRequest", "CompletionResponse",

@@ -1,6 +1,6 @@
 """Shapes and checks every part of the wire protocol shares.
 
-The request base of memserve's own bodies (unknown fields ignored), the user-id rules
+The request base of memserve's own bodies (unknown fields refused), the user-id rules
 that keep callers out of system namespaces, the error envelope and the limits: one
 place, so the OpenAI, memory and document modules cannot drift apart on them.
 """
@@ -42,11 +42,17 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-class OpenAIModel(BaseModel):
-    """The base of memserve's own request bodies (memories, catalog, cache): unknown fields
-    are ignored. The OpenAI request bodies are strict instead (`protocol.strict.StrictModel`)."""
+MAX_SEQ = 2**63 - 1  # SQLite's largest integer: a seq or cursor above it cannot be stored
 
-    model_config = ConfigDict(extra="ignore")
+
+class OpenAIModel(BaseModel):
+    """The base of memserve's own request bodies (memories, catalog, cache): strict, like
+    the OpenAI ones (`protocol.strict.StrictModel`). An unknown field, or an unknown key of
+    a nested model such as `filters`, fails as pydantic's `extra_forbidden`, answered 400
+    `unknown_parameter` with its dotted path as `param` (`serve_app.routes.validation`), so
+    a misspelt filter never silently widens a search. Free-form dicts (`metadata`) take any key."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class ErrorDetail(BaseModel):

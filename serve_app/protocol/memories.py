@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from serve_app.core.retrieval import SearchHit
-from serve_app.protocol.common import MAX_K, MAX_USER_CHARS, OpenAIModel, Tier, UserCheck
+from serve_app.protocol.common import MAX_K, MAX_SEQ, MAX_USER_CHARS, OpenAIModel, Tier, UserCheck
 from serve_app.protocol.openai import ChatMessage
 
 
@@ -77,6 +77,8 @@ class AddMemoriesResponse(BaseModel):
 
 
 class MemoryFilters(OpenAIModel):
+    """Its own keys are fixed (an unknown one is a 400); `metadata` takes the user's own keys."""
+
     metadata: dict[str, Any] = Field(default_factory=dict, description="equality on each key")
     created_after: float | None = None
     created_before: float | None = None
@@ -88,7 +90,7 @@ class SearchMemoriesRequest(OpenAIModel):
     k: int = Field(default=5, ge=1, le=MAX_K)
     tiers: list[Tier] | None = None
     filters: MemoryFilters = Field(default_factory=MemoryFilters)
-    min_seq: int | None = Field(default=None, ge=0)
+    min_seq: int | None = Field(default=None, ge=0, le=MAX_SEQ)
 
 
 class UpdateMemoryRequest(OpenAIModel):

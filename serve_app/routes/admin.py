@@ -1,7 +1,8 @@
 """Operator endpoints: the health probe, response-cache control, metrics, catalog load.
 
 `/health` is the one route left open when API keys are on (load balancers and KubeRay
-probe it without credentials); see `serve_app.auth`.
+probe it without credentials); see `serve_app.auth`. Bodies are strict: an unknown field
+is a 400 `unknown_parameter` naming it (`StrictRoute`; the catalog maps its own errors).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from pydantic import ValidationError
 from serve_app.catalog import parse_csv
 from serve_app.errors import APIError, validation_message
 from serve_app.protocol import CacheClearRequest, CatalogRequest, CatalogResponse, HealthResponse, Product
+from serve_app.routes.validation import StrictRoute, request_error
 from serve_app.runtime import RuntimeDep
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(tags=["admin"], route_class=StrictRoute)
 
 
 @router.get("/health", response_model=HealthResponse)
@@ -60,6 +62,7 @@ def _parse_catalog(raw: bytes, content_type: str) -> list[Product]:
             return parse_csv(raw)
         return CatalogRequest.model_validate_json(raw).products
     except ValidationError as exc:
-        raise APIError(400, f"invalid catalog: {validation_message(exc)[0]}", "products") from None
+        unknown = request_error(exc.errors())  # e.g. `products.0.colour`
+        raise unknown or APIError(400, f"invalid catalog: {validation_message(exc)[0]}", "products") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise APIError(400, f"invalid catalog: {exc}", "products") from None

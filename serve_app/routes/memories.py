@@ -3,6 +3,8 @@
 Unknown ids and other users' ids get the same 404, so the API never tells a caller
 that a memory exists under someone else. Literal paths (`stats`, `consolidation`) are
 declared before `/v1/memories/{memory_id}`, which would otherwise capture them.
+Every route is a `StrictRoute`: an unknown body field (or `filters` key) is a 400
+`unknown_parameter` naming it, and no integer reaches the store above `MAX_SEQ`.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
+from pydantic import AfterValidator
 
 from serve_app.errors import APIError
 from serve_app.protocol import (
+    MAX_SEQ,
     MAX_USER_CHARS,
     AddMemoriesRequest,
     AddMemoriesResponse,
@@ -30,14 +34,30 @@ from serve_app.protocol import (
     UpdateMemoryRequest,
     UserCheck,
 )
+from serve_app.routes.validation import StrictRoute
 from serve_app.runtime import RuntimeDep
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["memories"])
+router = APIRouter(tags=["memories"], route_class=StrictRoute)
 
 UserQuery = Annotated[str, Query(min_length=1, max_length=MAX_USER_CHARS), UserCheck]
 UserPath = Annotated[str, Path(min_length=1, max_length=MAX_USER_CHARS), UserCheck]
+
+
+def _check_cursor(cursor: str | None) -> str | None:
+    """19 digits can still exceed SQLite's integer; the pattern bounds the length only."""
+    if cursor is not None and int(cursor) > MAX_SEQ:
+        raise ValueError(f"cursor may not exceed {MAX_SEQ}")
+    return cursor
+
+
+# A `next_cursor` from an earlier page: a row id, at most 2**63-1 (19 digits).
+CursorQuery = Annotated[
+    str | None,
+    Query(pattern=r"^[0-9]{1,19}$", description=f"a next_cursor from an earlier page (at most {MAX_SEQ})"),
+    AfterValidator(_check_cursor),
+]
 
 
 @router.post("/v1/memories", response_model=AddMemoriesResponse)
@@ -63,7 +83,7 @@ async def list_memories(
     user: UserQuery,
     tier: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(pattern=r"^\d+$")] = None,
+    cursor: CursorQuery = None,
 ) -> MemoryList:
     data, next_cursor = await rt.memory.page(user, tier, limit, cursor)
     return MemoryList(data=data, next_cursor=next_cursor)
