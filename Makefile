@@ -10,7 +10,7 @@ STACK  ?= cpu
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install models run test unit bench clean load lint
+.PHONY: install models run test unit bench clean load lint cluster cluster-down cluster-status cluster-test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,9 @@ install: $(STAMP)
 models: $(STAMP)
 	$(PY) -m serve_app.models prepare
 
+# configs/serve.env: Ray Serve flags read when Ray's processes start (HAProxy ingress).
 run: models
-	$(VENV)/bin/serve run configs/local.yaml
+	set -a && . ./configs/serve.env && set +a && $(VENV)/bin/serve run configs/local.yaml
 
 test: models
 	$(VENV)/bin/ruff check .
@@ -54,3 +55,19 @@ clean:
 # Bounded load test against a running app (`make run` in another shell): report + chart in load-report/.
 load: $(STAMP)
 	$(PY) benchmarks/load_report.py --host http://127.0.0.1:8000 --duration 60s --users 16 --spawn-rate 4 --out load-report
+
+# A real two-node Ray cluster on this machine (Ray head + a second Ray node + redis-server with
+# AOF fsync always), serving configs/cluster.yaml; prints the URL once a chat is answered.
+# State and logs in $MEMSERVE_CLUSTER_DIR (default /tmp/memserve-cluster). scripts/cluster.py.
+cluster: models
+	$(PY) scripts/cluster.py up
+
+cluster-status: $(STAMP)
+	$(PY) scripts/cluster.py status
+
+cluster-down: $(STAMP)
+	$(PY) scripts/cluster.py down
+
+# The multi-node fault tests alone (they start and stop their own cluster; `make test` runs them too).
+cluster-test: models
+	$(PY) -m pytest -v tests/cluster

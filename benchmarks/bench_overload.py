@@ -17,11 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -29,13 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
+import servers
 
 logger = logging.getLogger("bench_overload")
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m-instruct"
-PORT = 8011
 MODES = ("queueing", "shedding")
 
 
@@ -56,46 +50,17 @@ class RunResult:
     recover_s: float
 
 
-def write_config(mode: str, directory: Path) -> Path:
-    config: dict[str, Any] = yaml.safe_load((REPO / "configs" / "local.yaml").read_text())
-    config["http_options"] = {"host": "127.0.0.1", "port": PORT}
-    app = config["applications"][0]
-    app["args"]["data_dir"] = str(directory / "data")
-    if mode == "queueing":
-        llm = next(d for d in app["deployments"] if d["name"] == "LLM")
-        llm.update(max_ongoing_requests=64, max_queued_requests=-1)
-        llm.pop("backpressure_config", None)
-    path = directory / f"{mode}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+def limits_of(mode: str) -> servers.ConfigEdit:
+    """configs/local.yaml as shipped (`shedding`), or with the LLM's limits of the previous
+    release (`queueing`)."""
 
+    def edit(config: dict[str, Any]) -> None:
+        if mode == "queueing":
+            llm = next(d for d in config["applications"][0]["deployments"] if d["name"] == "LLM")
+            llm.update(max_ongoing_requests=64, max_queued_requests=-1)
+            llm.pop("backpressure_config", None)
 
-def start_app(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    with log.open("wb") as out:
-        return subprocess.Popen([str(Path(sys.executable).with_name("serve")), "run", str(config)], cwd=REPO,
-                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-
-
-def wait_ready(base: str, timeout_s: float = 600) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.post(f"{base}/v1/chat/completions", json=chat_body(1, 0), timeout=60).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    raise TimeoutError("the app did not come up")
-
-
-def stop_app(process: subprocess.Popen[bytes]) -> None:
-    os.killpg(process.pid, signal.SIGINT)
-    try:
-        process.wait(timeout=90)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+    return edit
 
 
 def chat_body(max_tokens: int, i: int) -> dict[str, Any]:
@@ -148,15 +113,10 @@ def summarize(mode: str, outcomes: list[Outcome], health: list[float], recover_s
 
 
 def run_mode(mode: str, concurrency: int, directory: Path) -> RunResult:
-    process = start_app(write_config(mode, directory), directory / f"{mode}.log")
-    base = f"http://127.0.0.1:{PORT}"
-    try:
-        wait_ready(base)
+    with servers.memserve(directory, edit=limits_of(mode), model=MODEL) as base:
         result = summarize(mode, *asyncio.run(burst(base, concurrency)))
         logger.info("%s", result)
         return result
-    finally:
-        stop_app(process)
 
 
 def spread(values: list[float], fmt: str) -> str:

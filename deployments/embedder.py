@@ -60,13 +60,14 @@ class Embedder:
         vectors = await asyncio.to_thread(self._encode, texts)
         return list(vectors)
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
-        """Normalized float32 vectors, shape (len(texts), dim)."""
-        found, missing = self.cache.lookup(texts)
+    async def embed(self, texts: list[str], namespace: str | None = None) -> np.ndarray:
+        """Normalized float32 vectors, shape (len(texts), dim); `namespace` (a tenant's)
+        keeps the cache entries apart, the batches are shared."""
+        found, missing = self.cache.lookup(texts, namespace)
         if missing:
             fresh = await asyncio.gather(*(self._embed_batch(texts[i]) for i in missing))
             for i, vector in zip(missing, fresh, strict=True):
-                self.cache.store(texts[i], vector)
+                self.cache.store(texts[i], vector, namespace)
                 found[i] = vector
         return np.stack([found[i] for i in range(len(texts))]) if texts else np.empty((0, self.dim), np.float32)
 

@@ -11,8 +11,9 @@ import logging
 
 from fastapi import FastAPI
 
-from serve_app.auth import ApiKeyAuth
+from serve_app.auth import TenantAuth
 from serve_app.errors import BodySizeLimit, install_error_handlers
+from serve_app.openapi import install as install_openapi
 from serve_app.routes import ROUTERS
 from serve_app.runtime import Runtime
 
@@ -28,8 +29,9 @@ def create_app(rt: Runtime) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=rt.settings.server.max_body_bytes,
                        overrides={"/v1/documents": rt.settings.documents.max_bytes + MULTIPART_ENVELOPE_BYTES})
     install_error_handlers(app)
-    if keys := rt.settings.server.all_api_keys():
-        app.add_middleware(ApiKeyAuth, keys=keys)  # outermost: nothing is read before the key
+    # Outermost: nothing is read before the key and its rate limit (serve_app/auth.py).
+    app.add_middleware(TenantAuth, directory=rt.tenants)
     for router in ROUTERS:
         app.include_router(router)
+    install_openapi(app, rt.settings)  # every status and constraint in /openapi.json (serve_app/openapi.py)
     return app

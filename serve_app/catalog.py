@@ -1,4 +1,5 @@
-"""The product catalog: one key-value space of the store (`catalog`), searched per
+"""The product catalog: one key-value space of the store per tenant (`catalog` for the
+default tenant, see `tenants.Namespace.space`), searched per
 request when the decision stage says the user asks for products.
 
 Writes go to the store (so every replica sees them); each Orchestrator replica searches
@@ -42,7 +43,8 @@ def parse_csv(data: bytes) -> list[Product]:
     """
     rows = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
     fields = Product.model_fields
-    return [Product.model_validate({key: v for k, v in row.items() if k and (key := k.strip().lower()) in fields})
+    return [Product.model_validate({key: v for k, v in row.items() if k and (key := k.strip().lower()) in fields},
+                                   strict=False)  # CSV cells are text: "9.99" is a price
             for row in rows]
 
 
@@ -86,10 +88,11 @@ class CatalogSnapshot:
 
 
 class CatalogService:
-    def __init__(self, store: MemoryStore, embedder: EmbedderClient, dim: int) -> None:
+    def __init__(self, store: MemoryStore, embedder: EmbedderClient, dim: int, space: str = SPACE) -> None:
         self.store = store
         self.embedder = embedder
         self.dim = dim
+        self.space = space  # each tenant has its own (`tenants.Namespace.space`)
         self._local: CatalogSnapshot | None = None
 
     async def load(self, products: list[Product]) -> tuple[int, int]:
@@ -97,19 +100,19 @@ class CatalogService:
         vectors = await self.embedder.embed([product_text(p) for p in products])
         entries = [CatalogEntry(f"prod-{uuid.uuid4().hex}", p, v) for p, v in zip(products, vectors, strict=True)]
         items = {f"{i:08d}": entry.to_json() for i, entry in enumerate(entries)}
-        version = await asyncio.to_thread(self.store.kv_replace, SPACE, items)
+        version = await asyncio.to_thread(self.store.kv_replace, self.space, items)
         return len(entries), version
 
     async def snapshot(self) -> CatalogSnapshot:
         # A store call never runs on the event loop: with Redis it waits on the network
         # (behind other clients' commands) and would stall every stream of this replica.
-        version = await asyncio.to_thread(self.store.kv_version, SPACE)
+        version = await asyncio.to_thread(self.store.kv_version, self.space)
         if self._local is None or self._local.version != version:
             self._local = await asyncio.to_thread(self._build, version)
         return self._local
 
     def _build(self, version: int) -> CatalogSnapshot:
-        stored = self.store.kv_items(SPACE)
+        stored = self.store.kv_items(self.space)
         entries = {i: CatalogEntry.from_json(stored[key]) for i, key in enumerate(sorted(stored))}
         vectors = np.stack([e.vector for e in entries.values()]) if entries else np.empty((0, self.dim), np.float32)
         index = UserIndex(vectors.shape[1])  # the embedding model's width when the catalog was loaded

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from serve_app.protocol import SourceOut, check_user
+from serve_app.protocol import MAX_USER_CHARS, SourceOut, check_user
 
 KB_PREFIX = "__kb__"
 
@@ -21,11 +21,17 @@ def kb_namespace(scope: str, shard: int) -> str:
     return f"{KB_PREFIX}:{scope}:{shard}"
 
 
+# `parse_scope` in the schema: `user:` and a user id (`protocol.USER_PATTERN`, at most MAX_USER_CHARS).
+_CHAR, _FIRST = r"[^\u0000-\u001f]", r"[^_\u0000-\u001f]"
+SCOPE_PATTERN = (rf"^(?:shared|user:(?:{_FIRST}{_CHAR}{{0,{MAX_USER_CHARS - 1}}}"
+                 rf"|_{_FIRST}{_CHAR}{{0,{MAX_USER_CHARS - 2}}}|_))$")
+
+
 def parse_scope(scope: str) -> str:
     """`shared` or `user:<id>`; raises ValueError otherwise."""
     if scope == "shared":
         return scope
-    if scope.startswith("user:") and len(scope) > 5:
+    if scope.startswith("user:") and 5 < len(scope) <= 5 + MAX_USER_CHARS:
         check_user(scope[5:])
         return scope
     raise ValueError("scope must be 'shared' or 'user:<id>'")

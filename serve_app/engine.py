@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from serve_app import models, reaper
+from serve_app.core.budget import Trimmed, fit
+from serve_app.core.prompt import PromptContext, build_messages, completion_prompt
 from serve_app.generation import (
     GenerationChunk,
     GenerationRequest,
@@ -38,6 +40,36 @@ def _configure_cpu_env(settings: LLMSettings) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kvcache_space_gib))
 
 
+class PromptRenderer:
+    """The prompt's token ids: the caller's messages with as much of memserve's context as
+    fits the model's window beside the answer's `max_tokens` (or the default answer length)."""
+
+    def __init__(self, tokenizer: Any, max_model_len: int, default_max_tokens: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+        self.default_max_tokens = default_max_tokens
+
+    def render(self, request: GenerationRequest) -> tuple[list[int], Trimmed | None]:
+        budget = self.max_model_len - (request.max_tokens or self.default_max_tokens)
+        tokens, _, trimmed = fit(request.context, lambda context: self.tokens(request, context), budget, self.cost)
+        return tokens, trimmed or None
+
+    def tokens(self, request: GenerationRequest, context: PromptContext) -> list[int]:
+        if request.messages is not None:
+            messages = build_messages(request.system_prompt, request.messages, context)
+            # Our messages are plain role/content dicts, which vLLM's message TypedDicts accept;
+            # with tokenize=False the template returns text (the stub also allows token ids).
+            chat = cast("list[ChatCompletionMessageParam]", messages)
+            text = cast(str, self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True))
+        else:
+            text = completion_prompt(request.prompt or "", context)
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def cost(self, line: str) -> int:
+        """One context line's tokens, plus its bullet and line break."""
+        return len(self.tokenizer.encode(line, add_special_tokens=False)) + 2
+
+
 class LLMEngine:
     def __init__(self, settings: LLMSettings) -> None:
         _configure_cpu_env(settings)
@@ -59,19 +91,10 @@ class LLMEngine:
         )
         self._engine = AsyncLLM.from_engine_args(args)
         self._tokenizer = self._engine.get_tokenizer()
+        self.renderer = PromptRenderer(self._tokenizer, settings.max_model_len, settings.default_max_tokens)
         # If this process is killed, its engine processes must not live on without it.
         self._watcher = reaper.watch_children()
         logger.info("vLLM engine for %s up in %.1f s", self.model_path, time.perf_counter() - started)
-
-    def render(self, request: GenerationRequest) -> list[int]:
-        if request.messages is not None:
-            # Our messages are plain role/content dicts, which vLLM's message TypedDicts accept;
-            # with tokenize=False the template returns text (the stub also allows token ids).
-            messages = cast("list[ChatCompletionMessageParam]", request.messages)
-            text = cast(str, self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-        else:
-            text = request.prompt or ""
-        return list(self._tokenizer.encode(text, add_special_tokens=False))
 
     def _sampling_params(self, request: GenerationRequest, prompt_len: int) -> SamplingParams:
         room = self.settings.max_model_len - prompt_len
@@ -90,7 +113,7 @@ class LLMEngine:
         from vllm.exceptions import VLLMClientError
         from vllm.inputs import TokensPrompt
 
-        token_ids = self.render(request)
+        token_ids, trimmed = self.renderer.render(request)
         counts = [0] * request.n
         # mypy reads vLLM as Python 3.10, where the typing.NotRequired of TokensPrompt's optional
         # keys does not exist, so they read as required: the TypedDict is built through Any.
@@ -105,7 +128,9 @@ class LLMEngine:
                     yield GenerationChunk(
                         text=step.text, finish_reason=step.finish_reason, prompt_tokens=len(token_ids),
                         completion_tokens=counts[step.index], index=step.index, logprobs=logprobs,
+                        trimmed=trimmed,
                     )
+                    trimmed = None  # said once, on the first chunk
         except VLLMClientError as exc:  # the engine's own checks of the parameters (vocabulary, limits)
             raise InvalidGenerationRequest(str(exc), getattr(exc, "parameter", None)) from None
         finally:

@@ -16,8 +16,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from ray.exceptions import RayActorError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app.clients.endpoint import StageUnavailable
@@ -35,9 +37,12 @@ DEFAULT_RETRY_AFTER_S = 1.0
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    409: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
     503: "service_unavailable",
@@ -82,7 +87,8 @@ def validation_message(exc: ValidationError | RequestValidationError) -> tuple[s
     errors = exc.errors()
     first = errors[0] if errors else {}
     if first.get("type") == "json_invalid":
-        return "the request body is not valid JSON", None
+        why = (first.get("ctx") or {}).get("error")
+        return "the request body is not valid JSON" + (f": {why}" if why else ""), None
     loc = [str(x) for x in first.get("loc", ()) if x not in ("body", "query", "path")]
     param = ".".join(loc) or None
     msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
@@ -122,7 +128,9 @@ def to_error(exc: BaseException) -> APIError:
     if isinstance(exc, StageUnavailable) and exc.overloaded:
         return APIError(503, "memserve is at capacity; retry shortly", code="overloaded",
                         retry_after_s=exc.retry_after_s or DEFAULT_RETRY_AFTER_S)
-    if isinstance(exc, (StageUnavailable, RedisConnectionError)):
+    # RayActorError: the replica a call went to died or cannot be reached (a node lost, a
+    # replica killed); Serve replaces it, so this is a retryable outage, not a bug.
+    if isinstance(exc, (StageUnavailable, RedisConnectionError, RayActorError)):
         logger.warning("a dependency is unavailable: %r", exc)
         return APIError(503, "a memserve component is unavailable; retry shortly", code="unavailable",
                         retry_after_s=DEFAULT_RETRY_AFTER_S)
@@ -143,8 +151,26 @@ _HANDLED: tuple[type[Exception], ...] = (
 )
 
 
-async def _handle(_: Request, exc: Exception) -> JSONResponse:
-    return to_error(exc).response()
+async def _handle(request: Request, exc: Exception) -> JSONResponse:
+    response = to_error(exc).response()
+    if response.status_code == 405:
+        response.headers["Allow"] = allowed_methods(request)
+    return response
+
+
+def allowed_methods(request: Request) -> str:
+    """The `Allow` of a 405 (RFC 9110 requires it): the methods of the path's routes.
+    Starlette's own header names only the first route's (GET, not POST, of /v1/memories).
+    As in OpenAPI, a literal path is its own resource: /v1/memories/stats allows GET even
+    though /v1/memories/{memory_id} would also take the path."""
+    by_template: dict[str, set[str]] = {}
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            by_template.setdefault(route.path_format, set()).update(route.methods)
+    if not by_template:
+        return ""
+    most_specific = min(by_template, key=lambda template: template.count("{"))
+    return ", ".join(sorted(by_template[most_specific]))
 
 
 def install_error_handlers(app: FastAPI) -> None:

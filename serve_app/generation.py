@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from serve_app.core.budget import Trimmed
+from serve_app.core.prompt import PromptContext
+
 
 class PromptTooLongError(ValueError):
     """The rendered prompt plus the token budget does not fit the model's context."""
@@ -31,6 +34,9 @@ class InvalidGenerationRequest(ValueError):
 class GenerationRequest:
     """What the LLM deployment needs to generate, in OpenAI's terms (None = engine default).
 
+    The caller's `messages` (or `prompt`) travel as sent, with the service's `system_prompt`
+    and memserve's `context` beside them: the LLM deployment assembles the prompt, because
+    only its tokenizer can fit the context into the model's window (`core.budget`).
     `logprobs`: None for no logprobs, else how many alternatives to return per token (0 =
     only the chosen token's). `json_schema` / `json_object` constrain the output (vLLM
     structured outputs); `logit_bias` maps token ids to a bias in [-100, 100].
@@ -39,6 +45,8 @@ class GenerationRequest:
     request_id: str
     messages: list[dict[str, str]] | None = None  # chat: rendered with the model's template
     prompt: str | None = None  # plain completion
+    system_prompt: str = ""
+    context: PromptContext = field(default_factory=PromptContext)
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -76,7 +84,8 @@ class TokenLogprob:
 class GenerationChunk:
     """One streamed step of choice `index`: `text` is the new text since that choice's
     previous chunk, `logprobs` the tokens it came from (when asked for).
-    `completion_tokens` counts that choice's tokens so far."""
+    `completion_tokens` counts that choice's tokens so far. The first chunk of an answer
+    says what of the context did not fit the model's window (`trimmed`)."""
 
     text: str
     finish_reason: str | None = None
@@ -84,6 +93,7 @@ class GenerationChunk:
     completion_tokens: int = 0
     index: int = 0
     logprobs: list[TokenLogprob] | None = None
+    trimmed: Trimmed | None = None
 
 
 @dataclass

@@ -13,7 +13,9 @@ searchable. A crash between those commits can leave chunks without a registry en
 searches return only chunks of registered documents, so those never surface either, and
 housekeeping beside later uploads deletes them after an hour.
 Jobs are kept in the store (`serve_app.jobs`), so any replica reports any job. Which
-scopes and documents a request may read is decided here too (`scope_for`).
+scopes and documents a request may read is decided here too (`scope_for`). A service is
+one tenant's view (`namespace`): it lists, deletes, reports jobs of and searches only
+scopes of that tenant (the registry and the jobs are shared spaces, filtered here).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from serve_app.ingest.parsers import DocumentError
 from serve_app.jobs import Job, JobBoard
 from serve_app.protocol import SourceOut
 from serve_app.settings import DocumentSettings
+from serve_app.tenants import Namespace
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +92,10 @@ class KnowledgeScope:
 class KnowledgeService:
     def __init__(
         self, store: MemoryStore, embedder: EmbedderClient, retriever: RetrieverClient, settings: DocumentSettings,
+        namespace: Namespace | None = None,
     ) -> None:
         self.store = store
+        self.namespace = namespace or Namespace()
         self.retriever = retriever
         self.settings = settings
         self.jobs = JobBoard(store)
@@ -111,15 +116,26 @@ class KnowledgeService:
             self._registry = Registry.of(version, documents)
         return self._registry
 
+    def owns(self, scope: str) -> bool:
+        """Whether a stored scope is this tenant's."""
+        return self.namespace.external_scope(scope) is not None
+
     async def documents(self) -> list[Document]:
-        return (await self.registry()).documents
+        """This tenant's documents."""
+        return [d for d in (await self.registry()).documents if self.owns(d.scope)]
+
+    async def job(self, job_id: str) -> Job | None:
+        """An ingestion job of this tenant (another tenant's is None, as an unknown one)."""
+        job = await self.jobs.get(job_id)
+        return job if job is not None and self.owns(job.scope) else None
 
     async def scope_for(self, user: str | None) -> KnowledgeScope:
-        """The knowledge one request may read: the shared scope and the user's own."""
+        """The knowledge one request may read: the tenant's shared scope and the user's
+        own (`user` is the stored name, `tenants.Namespace.user`)."""
         if not self.settings.enabled:
             return KnowledgeScope()
         registry = await self.registry()
-        wanted = [SHARED_SCOPE] + ([f"user:{user}"] if user else [])
+        wanted = [self.namespace.shared_scope] + ([f"user:{user}"] if user else [])
         scopes = tuple(scope for scope in wanted if scope in registry.documents_by_scope)
         documents = frozenset().union(*(registry.documents_by_scope[scope] for scope in scopes))
         return KnowledgeScope(scopes, documents, registry.version)
@@ -178,7 +194,7 @@ class KnowledgeService:
         """Delete chunks of documents that never got registered (their ingestion died
         between commit and registration) once they are older than any ingestion takes.
         They were never searchable; this reclaims their space. Returns how many."""
-        registered = {d.id for d in await self.documents()}
+        registered = {d.id for d in (await self.registry()).documents}  # every tenant's
         cutoff = time.time() - older_than_s
         removed = 0
         for namespace in await asyncio.to_thread(self.store.users):

@@ -147,7 +147,9 @@ def completion_events(
     def body(choice: CompletionChoice, *, usage: Usage | None = None, memserve: MemserveInfo | None = None) -> str:
         response = CompletionResponse(id=cid, created=created, model=model, choices=[choice], usage=usage,
                                       memserve=memserve)
-        return response.model_dump_json(exclude_none=True)
+        data = response.model_dump(mode="json", exclude_none=True)
+        data["choices"][0]["finish_reason"] = choice.finish_reason  # null until the last: OpenAI's chunks have it
+        return json.dumps(data, separators=(",", ":"))
 
     def delta(step: GenerationChunk) -> str:
         logprobs = CompletionLogprobs.of(step.logprobs, offsets[step.index])

@@ -13,6 +13,7 @@ that opens the connection (serve_app/core/env.py), never at validation.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -25,6 +26,7 @@ from serve_app.core.scoring import ScoringSettings
 from serve_app.core.store import MemoryStore
 from serve_app.core.stores import open_store
 from serve_app.core.tiers import TierPolicy, TierRegistry, default_tier_policies
+from serve_app.protocol.common import TENANT_NAME
 
 
 class _Section(BaseModel):
@@ -145,6 +147,11 @@ class MemorySettings(_Section):
     consolidation: ConsolidationSettings = Field(default_factory=ConsolidationSettings)
     # A write this similar (cosine) to one of the user's memories updates it instead.
     dedup_threshold: float = Field(default=0.95, gt=0, le=1)
+    # Connections: a search with include_connections returns up to this many memories
+    # connected to its top k (0: none, and no related links are recorded); a new memory is
+    # related to the user's memories at least this similar (cosine) when it is written.
+    max_connections: int = Field(default=3, ge=0, le=20)
+    connection_threshold: float = Field(default=0.75, gt=0, le=1)
 
     @model_validator(mode="after")
     def _tiers_agree(self) -> MemorySettings:
@@ -168,11 +175,45 @@ class DocumentSettings(_Section):
     min_similarity: float = 0.3
 
 
+class RateLimitSettings(_Section):
+    """A token bucket per API key: `burst` requests at once, refilled at `requests_per_s`."""
+
+    requests_per_s: float = Field(gt=0)
+    burst: int = Field(default=1, ge=1)
+
+
+class TenantSettings(_Section):
+    """One tenant (serve_app/tenants.py): its keys as SHA-256 hex digests, never the keys
+    themselves (`printf %s "$KEY" | sha256sum`)."""
+
+    # A plaintext key pasted here by mistake must not be repeated in an error (logs, dashboard).
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    name: str = Field(pattern=TENANT_NAME)
+    keys: list[str] = Field(default_factory=list)
+    admin: bool = False
+    rate_limit: RateLimitSettings | None = None
+
+    @field_validator("keys")
+    @classmethod
+    def _digests_only(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            if not re.fullmatch(r"[0-9a-fA-F]{64}", key):
+                # Never echo the value: it may be a plaintext key pasted by mistake.
+                raise ValueError("tenant keys must be SHA-256 hex digests (printf %s \"$KEY\" | sha256sum)")
+        return [k.lower() for k in keys]
+
+
 class ServerSettings(_Section):
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # see TenantSettings
+
     # Clients must send one of these as `Authorization: Bearer <key>` (serve_app/auth.py);
     # more can come from MEMSERVE_API_KEYS (comma-separated), so secrets need not sit in
-    # the YAML. None configured: the app is open.
+    # the YAML. These keys belong to the `default` tenant. None configured (here, in
+    # `tenants` or in MEMSERVE_TENANT_KEYS): the app is open.
     api_keys: list[str] = Field(default_factory=list)
+    # Tenants with hashed keys, an admin flag and a per-key rate limit (serve_app/tenants.py).
+    tenants: list[TenantSettings] = Field(default_factory=list)
     max_body_bytes: int = 2 * 1024 * 1024
     system_prompt: str = "You are a helpful assistant. Answer briefly and accurately."
     # Per-stage deadlines (seconds); a late stage degrades the answer instead of failing it.
@@ -188,8 +229,22 @@ class ServerSettings(_Section):
         from_env = [k.strip() for k in os.environ.get("MEMSERVE_API_KEYS", "").split(",") if k.strip()]
         return tuple(dict.fromkeys([*self.api_keys, *from_env]))
 
+    @field_validator("tenants")
+    @classmethod
+    def _tenants_distinct(cls, tenants: list[TenantSettings]) -> list[TenantSettings]:
+        names = [t.name for t in tenants]
+        if len(set(names)) != len(names):
+            raise ValueError("tenant names must be unique")
+        digests = [k for t in tenants for k in t.keys]
+        if len(set(digests)) != len(digests):
+            raise ValueError("a key digest may belong to one tenant only")
+        return tenants
+
 
 class AppSettings(_Section):
+    # Errors name the field but not its value: a tenant key pasted in plaintext is not echoed.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
     decision: DecisionSettings = Field(default_factory=DecisionSettings)
     documents: DocumentSettings = Field(default_factory=DocumentSettings)
     data_dir: str = "./data"

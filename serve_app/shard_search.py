@@ -51,7 +51,7 @@ class ShardSearcher:
         async with self._lock:
             found = await asyncio.to_thread(
                 search_user_memories, self.index, query.namespace, query.vector, query.k, time.time(),
-                query.filters, query.text, self.scoring, self.tiers,
+                query.filters, query.text, self.scoring, self.tiers, query.time_range, query.connections,
             )
         return [SearchHit.of(m) for m in found]
 

@@ -23,3 +23,4 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def _no_api_keys_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests build open apps unless they configure keys themselves."""
     monkeypatch.delenv("MEMSERVE_API_KEYS", raising=False)
+    monkeypatch.delenv("MEMSERVE_TENANT_KEYS", raising=False)

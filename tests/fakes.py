@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from serve_app.clients import Clients, LocalEndpoint
+from serve_app.core.budget import fit
+from serve_app.core.prompt import PromptContext, build_messages, completion_prompt
 from serve_app.core.response_cache import InProcessCache
 from serve_app.core.retrieval import SearchHit, ShardQuery
 from serve_app.core.sqlite_store import SQLiteMemoryStore
@@ -51,8 +53,10 @@ class FakeEmbedder:
 
     def __init__(self) -> None:
         self.delay_s = 0.0
+        self.namespaces: set[str | None] = set()  # the tenants' cache namespaces it was called with
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
+    async def embed(self, texts: list[str], namespace: str | None = None) -> np.ndarray:
+        self.namespaces.add(namespace)
         await asyncio.sleep(self.delay_s)
         return np.stack([bag_of_words(t) for t in texts])
 
@@ -71,6 +75,8 @@ class FakeLLM:
         self.delay_s = 0.0
         self.generations = 0
         self.last_request: GenerationRequest | None = None
+        self.context_words = 100_000  # the fake's window, in whitespace-separated "tokens"
+        self.last_prompt = ""
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         self.generations += 1
@@ -80,16 +86,28 @@ class FakeLLM:
         if request.logit_bias and max(request.logit_bias) >= FAKE_VOCAB:  # as vLLM checks the vocabulary
             raise InvalidGenerationRequest(f"token ids must be below {FAKE_VOCAB}", "logit_bias")
         await asyncio.sleep(self.delay_s)
-        system = (request.messages or [{"content": request.prompt or ""}])[0]["content"]
-        words = ["echo:"] + [line for line in system.splitlines() if line.startswith("- ")]
-        for i, word in enumerate(words):
-            last = i == len(words) - 1
+        budget = self.context_words - (request.max_tokens or 16)
+        _, context, trimmed = fit(request.context, lambda c: self.render(request, c).split(), budget,
+                                      lambda line: len(line.split()) + 1)
+        self.last_prompt = self.render(request, context)
+        system = self.last_prompt.split("\n\n\n")[0]
+        echoed = ["echo:"] + [line for line in system.splitlines() if line.startswith("- ")]
+        for i, word in enumerate(echoed):
+            last = i == len(echoed) - 1
             text = word + ("" if last else " ")
             for index in range(request.n):
                 yield GenerationChunk(
-                    text=text, finish_reason="stop" if last else None, prompt_tokens=7, completion_tokens=i + 1,
-                    index=index, logprobs=fake_logprobs(text, request.logprobs),
+                    text=text, finish_reason="stop" if last else None, prompt_tokens=7,
+                    completion_tokens=i + 1, index=index, logprobs=fake_logprobs(text, request.logprobs),
+                    trimmed=(trimmed or None) if i == 0 and index == 0 else None,
                 )
+
+    @staticmethod
+    def render(request: GenerationRequest, context: PromptContext) -> str:
+        """The prompt as text: the system turn (or the completion's notes) first."""
+        if request.messages is None:
+            return completion_prompt(request.prompt or "", context)
+        return "\n\n\n".join(m["content"] for m in build_messages(request.system_prompt, request.messages, context))
 
 
 def fake_logprobs(text: str, top: int | None) -> list[TokenLogprob] | None:

@@ -27,13 +27,22 @@ from serve_app.chat.prompting import generation_request, write_back_item
 from serve_app.chat.stages import ChatStages, Context, Snapshot
 from serve_app.chat.trace import Trace
 from serve_app.clients import CacheClient, GeneratorClient
+from serve_app.core.budget import Trimmed
 from serve_app.core.metrics import Metrics
 from serve_app.core.response_cache import CacheHit
 from serve_app.decisions import ProductChoice
 from serve_app.errors import APIError, unwrap_remote
 from serve_app.generation import GenerationChunk, GenerationRequest, GenerationResult, InvalidGenerationRequest
 from serve_app.memory_service import MemoryService
-from serve_app.protocol import CacheKind, ChatCompletionRequest, CompletionRequest, MemoryIn, MemoryUsed, MemserveInfo
+from serve_app.protocol import (
+    CacheKind,
+    ChatCompletionRequest,
+    CompletionRequest,
+    MemoryIn,
+    MemoryUsed,
+    MemserveInfo,
+)
+from serve_app.protocol.openai import TrimmedOut
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +160,8 @@ class ChatPipeline:
         try:
             started = time.perf_counter()
             async for chunk in _refusals_as_400(self.generator.stream(p.generation)):
+                if chunk.trimmed is not None:
+                    _note_trimmed(p.info, chunk.trimmed)
                 if not chunks:
                     p.trace.since_start("ttft")
                     side = asyncio.ensure_future(self.stages.annotate(p.trace, p.query, p.query_vector)) \
@@ -214,6 +225,15 @@ def _replay(cached: GenerationResult) -> list[GenerationChunk]:
     chunks = [GenerationChunk(text=text) for text in cached.chunks]
     return [*chunks, GenerationChunk(text="", finish_reason=cached.finish_reason,
                                      prompt_tokens=cached.prompt_tokens, completion_tokens=cached.completion_tokens)]
+
+
+def _note_trimmed(info: MemserveInfo, trimmed: Trimmed) -> None:
+    """The response lists only what the prompt held (each list lost its tail), and says
+    how much was left out."""
+    info.trimmed = TrimmedOut(memories=trimmed.memories, knowledge=trimmed.knowledge, products=trimmed.products)
+    info.memories = info.memories[: len(info.memories) - trimmed.memories]
+    info.sources = info.sources[: len(info.sources) - trimmed.knowledge]
+    info.products = info.products[: len(info.products) - trimmed.products]
 
 
 def _apply_choice(info: MemserveInfo, choice: ProductChoice | None) -> None:

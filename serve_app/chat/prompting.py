@@ -10,26 +10,22 @@ import uuid
 
 from serve_app.chat.plan import ChatInput
 from serve_app.chat.stages import Context
-from serve_app.core.prompt import build_messages, completion_prompt, knowledge_block, product_block
+from serve_app.core.prompt import PromptContext
 from serve_app.generation import GenerationRequest
 from serve_app.protocol import MemoryIn
 from serve_app.settings import AppSettings, MemorySettings
 
 
 def generation_request(settings: AppSettings, chat: ChatInput, context: Context) -> GenerationRequest:
-    """Memories, knowledge excerpts and products in the system turn of a chat, or in
-    front of a plain completion's prompt."""
-    memories = [m.text for m in context.memories]
+    """The caller's messages (or prompt) as sent, with the memories, knowledge excerpts and
+    products beside them; the LLM deployment puts them in the system turn of a chat, or in
+    front of a plain completion's prompt, as far as they fit the model's window."""
     products = context.products.products if context.products else []
-    extra = "\n\n".join(block for block in (knowledge_block(context.sources), product_block(products)) if block)
     request = chat.request
-    messages = prompt = None
-    if chat.messages is not None:
-        messages = build_messages(settings.server.system_prompt, chat.messages, memories, extra)
-    else:
-        prompt = completion_prompt(chat.query, memories, extra)
     return GenerationRequest(
-        request_id=f"memserve-{uuid.uuid4().hex}", messages=messages, prompt=prompt,
+        request_id=f"memserve-{uuid.uuid4().hex}", messages=chat.messages,
+        prompt=chat.query if chat.messages is None else None, system_prompt=settings.server.system_prompt,
+        context=PromptContext.of([m.text for m in context.memories], context.sources, products),
         max_tokens=request.token_budget(), temperature=request.temperature, top_p=request.top_p,
         stop=request.stops(), seed=request.seed, n=request.n, presence_penalty=request.presence_penalty,
         frequency_penalty=request.frequency_penalty, repetition_penalty=request.repetition_penalty,

@@ -59,6 +59,48 @@ class CacheClient:
         stats: dict[str, float] = await self._endpoint.call("stats")
         return stats
 
+    def scoped(self, prefix: str | None) -> CacheClient:
+        """This client with every key, group and scope under `prefix` (a tenant's)."""
+        return self if prefix is None else PrefixedCacheClient(self, prefix)
+
+
+class PrefixedCacheClient(CacheClient):
+    """A tenant's view of the cache (`tenants.Namespace.cache_prefix`): every key and
+    semantic group becomes `<prefix>:<key>`, so no lookup, claim or clear of one tenant
+    reaches another's entries; `clear()` clears the tenant's entries only."""
+
+    def __init__(self, inner: CacheClient, prefix: str) -> None:
+        self._inner, self._prefix = inner, prefix
+
+    def _k(self, key: str) -> str:
+        return f"{self._prefix}:{key}"
+
+    async def get(self, key: str, group: str | None = None, vector: np.ndarray | None = None,
+                  min_similarity: float = 1.0) -> CacheHit | None:
+        return await self._inner.get(self._k(key), None if group is None else self._k(group), vector, min_similarity)
+
+    async def put(self, key: str, value: dict[str, Any], group: str | None = None,
+                  vector: np.ndarray | None = None) -> None:
+        await self._inner.put(self._k(key), value, None if group is None else self._k(group), vector)
+
+    async def claim(self, key: str) -> ClaimResult:
+        return await self._inner.claim(self._k(key))
+
+    async def release(self, key: str) -> None:
+        await self._inner.release(self._k(key))
+
+    async def wait(self, key: str, timeout_s: float) -> CacheHit | None:
+        return await self._inner.wait(self._k(key), timeout_s)
+
+    async def clear(self, scope: str | None = None) -> int:
+        return await self._inner.clear(self._prefix if scope is None else self._k(scope))
+
+    async def stats(self) -> dict[str, float]:
+        return await self._inner.stats()
+
+    def scoped(self, prefix: str | None) -> CacheClient:
+        return self._inner.scoped(prefix)
+
 
 class NearCacheClient(CacheClient):
     """A `CacheClient` that keeps this replica's exact hits and puts in a small TTL cache."""

@@ -10,12 +10,17 @@ from serve_app.clients.endpoint import Endpoint
 
 
 class EmbedderClient:
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint, namespace: str | None = None) -> None:
         self._endpoint = endpoint
+        self.namespace = namespace  # a tenant's: the Embedder keeps its cache entries apart
+
+    def scoped(self, namespace: str | None) -> EmbedderClient:
+        return EmbedderClient(self._endpoint, namespace)
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         """Normalized float32 vectors, one row per text."""
-        vectors: np.ndarray = await self._endpoint.call("embed", texts)
+        args = (texts,) if self.namespace is None else (texts, self.namespace)
+        vectors: np.ndarray = await self._endpoint.call("embed", *args)
         return vectors
 
     async def embed_one(self, text: str) -> np.ndarray:

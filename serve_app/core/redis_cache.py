@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from typing import Any, cast
 
@@ -25,6 +26,11 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 1 end
 return 0
 """
+
+
+def glob_escape(text: str) -> str:
+    """`text` as a literal in a Redis MATCH pattern."""
+    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
 
 
 class RedisCache:
@@ -121,7 +127,8 @@ class RedisCache:
         return None
 
     async def clear(self, scope: str | None = None) -> int:
-        pattern = f"{scope}:*" if scope else "*"
+        # The scope is escaped: a user id with `*`, `?` or `[` must match only itself.
+        pattern = f"{glob_escape(scope)}:*" if scope else "*"
         removed = 0
         async for name in self.r.scan_iter(match=f"{self.p}:c:{pattern}", count=1000):
             removed += await self.r.delete(name)

@@ -11,6 +11,12 @@ of keys, `:users` set, `:log:<shard>` and `:ulog:<user>` zsets scored by seq,
 `:h:<user>:<id>` list of history events, counters `:seq` and `:keyctr`. Key-value spaces:
 `:kv:<space>` hash key -> value, and `:kvver` hash space -> version (never deleted, so a
 version persists with the data and never goes backwards); their scripts touch nothing else.
+
+Event time and connections: a memory's hash also holds `occurred_at`, `session` and
+`index_text` (empty when it is indexed by its text); `:s:<len(user)>:<user>:<session>` is a
+zset of a session's keys (the length keeps user "a:b" + session "c" apart from user "a" +
+session "b:c"); `:ln:<key>` hashes a memory's related keys -> kind, kept both ways. Hashes
+written before these fields existed read as occurred = created, no session, no links.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import redis
 from serve_app.core.store import (
     Change,
     ChangeOp,
+    ConnectionKind,
     HistoryEvent,
     HistoryEventKind,
     MemoryPatch,
@@ -43,25 +50,47 @@ local function log(p, shard, user, op, key, seq)
   redis.call('ZADD', p..':log:'..shard, seq, seq..'|'..op..'|'..key..'|'..user)
   redis.call('ZADD', p..':ulog:'..user, seq, seq..'|'..op..'|'..key..'|'..shard)
 end
+local function session_set(p, user, session)
+  return p..':s:'..#user..':'..user..':'..session
+end
+local function unlink(p, user, key)
+  local h = p..':m:'..key
+  local session = redis.call('HGET', h, 'session')
+  if session and session ~= '' then redis.call('ZREM', session_set(p, user, session), key) end
+  for _, other in ipairs(redis.call('HKEYS', p..':ln:'..key)) do redis.call('HDEL', p..':ln:'..other, key) end
+  redis.call('DEL', p..':ln:'..key)
+end
 """
 
 _ADD = _LOG + """
 local p, user, shard, now, actor, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local out, seq = {}, 0
 for i = 0, n - 1 do
-  local b = 7 + i * 7
+  local b = 7 + i * 11
   local id, text, tier, imp, meta, emb, exp = ARGV[b], ARGV[b+1], ARGV[b+2], ARGV[b+3], ARGV[b+4], ARGV[b+5], ARGV[b+6]
+  local occurred, session, itext, related = ARGV[b+7], ARGV[b+8], ARGV[b+9], ARGV[b+10]
   local key = redis.call('INCR', p..':keyctr')
   redis.call('HSET', p..':m:'..key, 'id', id, 'user', user, 'shard', shard, 'text', text, 'tier', tier,
     'importance', imp, 'metadata', meta, 'embedding', emb, 'created_at', now, 'updated_at', now,
-    'expires_at', exp, 'access_count', 0, 'last_accessed', '')
+    'expires_at', exp, 'access_count', 0, 'last_accessed', '', 'occurred_at', occurred, 'session', session,
+    'index_text', itext)
   redis.call('SET', p..':id:'..id, key)
   redis.call('ZADD', p..':u:'..user, key, key)
   redis.call('SADD', p..':users', user)
+  if session ~= '' then redis.call('ZADD', session_set(p, user, session), key, key) end
+  for _, ref in ipairs(cjson.decode(related)) do
+    -- a string is an existing key; a number the position of an earlier item of this call
+    local other = ref
+    if type(ref) == 'number' then other = out[ref + 1] end
+    if other and tostring(other) ~= tostring(key) and redis.call('HGET', p..':m:'..other, 'user') == user then
+      redis.call('HSET', p..':ln:'..key, other, 'related')
+      redis.call('HSET', p..':ln:'..other, key, 'related')
+    end
+  end
   seq = redis.call('INCR', p..':seq')
   log(p, shard, user, 'upsert', key, seq)
   redis.call('RPUSH', p..':h:'..user..':'..id, cjson.encode({event='ADD', new_text=text, new_tier=tier,
-    actor=actor, at=now, seq=seq}))
+    actor=actor, at=now, seq=seq, occurred_at=occurred}))
   out[#out + 1] = key
 end
 out[#out + 1] = seq
@@ -83,7 +112,8 @@ for i = 7, #ARGV, 3 do
     seq = redis.call('INCR', p..':seq')
     log(p, shard, user, 'upsert', key, seq)
     redis.call('RPUSH', p..':h:'..user..':'..id, cjson.encode({event=event, old_text=old_text, old_tier=old_tier,
-      new_text=redis.call('HGET', h, 'text'), new_tier=redis.call('HGET', h, 'tier'), actor=actor, at=now, seq=seq}))
+      new_text=redis.call('HGET', h, 'text'), new_tier=redis.call('HGET', h, 'tier'), actor=actor, at=now, seq=seq,
+      occurred_at=redis.call('HGET', h, 'occurred_at') or redis.call('HGET', h, 'created_at')}))
     out[#out + 1] = tonumber(key)
   end
 end
@@ -100,12 +130,14 @@ for i = 7, #ARGV do
   if key and redis.call('HGET', p..':m:'..key, 'user') == user then
     local h = p..':m:'..key
     local old_text, old_tier = redis.call('HGET', h, 'text'), redis.call('HGET', h, 'tier')
+    local occurred = redis.call('HGET', h, 'occurred_at') or redis.call('HGET', h, 'created_at')
+    unlink(p, user, key)
     redis.call('DEL', h, p..':id:'..id)
     redis.call('ZREM', p..':u:'..user, key)
     seq = redis.call('INCR', p..':seq')
     log(p, shard, user, 'delete', key, seq)
     redis.call('RPUSH', p..':h:'..user..':'..id, cjson.encode({event=event, old_text=old_text,
-      old_tier=old_tier, actor=actor, at=now, seq=seq}))
+      old_tier=old_tier, actor=actor, at=now, seq=seq, occurred_at=occurred}))
   end
 end
 return seq
@@ -115,6 +147,7 @@ _FORGET = _LOG + """
 local p, user, shard = ARGV[1], ARGV[2], ARGV[3]
 for _, key in ipairs(redis.call('ZRANGE', p..':u:'..user, 0, -1)) do
   local id = redis.call('HGET', p..':m:'..key, 'id')
+  unlink(p, user, key)
   redis.call('DEL', p..':m:'..key, p..':id:'..id)
 end
 for _, entry in ipairs(redis.call('ZRANGE', p..':ulog:'..user, 0, -1)) do
@@ -166,13 +199,21 @@ def _opt_float(value: bytes | None) -> float | None:
 
 
 def _record(key: int, h: dict[bytes, bytes]) -> MemoryRecord:
+    created = float(h[b"created_at"])
+    occurred = _opt_float(h.get(b"occurred_at"))
     return MemoryRecord(
         key=key, id=h[b"id"].decode(), user=h[b"user"].decode(), text=h[b"text"].decode(),
         tier=h[b"tier"].decode(), importance=float(h[b"importance"]), metadata=json.loads(h[b"metadata"]),
-        created_at=float(h[b"created_at"]), updated_at=float(h[b"updated_at"]),
+        created_at=created, updated_at=float(h[b"updated_at"]),
         expires_at=_opt_float(h.get(b"expires_at")), access_count=int(h[b"access_count"]),
-        last_accessed=_opt_float(h.get(b"last_accessed")),
+        last_accessed=_opt_float(h.get(b"last_accessed")), occurred_at=created if occurred is None else occurred,
+        session=h.get(b"session", b"").decode() or None,
     )
+
+
+def _index_text(text: bytes | None, index_text: bytes | None) -> str | None:
+    """What a memory is indexed by: its index text if it has one, else its text."""
+    return _s(index_text) or _s(text)
 
 
 def _num(value: float | None) -> str:
@@ -184,6 +225,9 @@ def _patch_fields(patch: MemoryPatch) -> dict[str, str]:
     fields: dict[str, str] = {}
     if patch.text is not None:
         fields["text"] = patch.text
+        fields["index_text"] = patch.index_text or ""
+    if patch.occurred_at is not None:
+        fields["occurred_at"] = repr(float(patch.occurred_at))
     if patch.importance is not None:
         fields["importance"] = repr(float(patch.importance))
     if patch.metadata is not None:
@@ -219,13 +263,17 @@ class RedisMemoryStore:
         ids = [f"mem-{uuid.uuid4().hex}" for _ in items]
         args: list[Any] = [self.p, user, shard, repr(now), actor, len(items)]
         for mid, item in zip(ids, items, strict=True):
+            # Existing keys travel as strings, positions of earlier items as numbers.
+            related = [str(k) for k in item.related] + [i for i in item.related_items if 0 <= i < len(items)]
             args += [mid, item.text, item.tier, repr(item.importance), json.dumps(item.metadata),
-                     as_blob(item.embedding), _num(item.expires_at)]
+                     as_blob(item.embedding), _num(item.expires_at), _num(item.occurred_at or now),
+                     item.session or "", item.index_text or "", json.dumps(related)]
         *keys, seq = self._add(args=args)
         records = [
             MemoryRecord(key=int(k), id=mid, user=user, text=item.text, tier=item.tier, importance=item.importance,
                          metadata=dict(item.metadata), created_at=now, updated_at=now, expires_at=item.expires_at,
-                         access_count=0, last_accessed=None)
+                         access_count=0, last_accessed=None,
+                         occurred_at=now if item.occurred_at is None else item.occurred_at, session=item.session)
             for k, mid, item in zip(keys, ids, items, strict=True)  # the script returns one key per item
         ]
         return records, int(seq)
@@ -325,11 +373,12 @@ class RedisMemoryStore:
             return empty_index_data()
         with self.r.pipeline(transaction=False) as pipe:
             for k in keys:
-                pipe.hmget(f"{self.p}:m:{k}", "embedding", "text")
+                pipe.hmget(f"{self.p}:m:{k}", "embedding", "text", "index_text")
             rows = pipe.execute()
-        found = [(k, blob, text) for k, (blob, text) in zip(keys, rows, strict=True) if blob is not None]
+        found = [(k, blob, _index_text(text, itext)) for k, (blob, text, itext) in zip(keys, rows, strict=True)
+                 if blob is not None]
         return (np.array([k for k, _, _ in found], dtype=np.int64), np.stack([from_blob(b) for _, b, _ in found]),
-                [t.decode() for _, _, t in found])
+                [t or "" for _, _, t in found])
 
     def count(self, user: str) -> int:
         return int(self.r.zcard(f"{self.p}:u:{user}"))
@@ -351,7 +400,8 @@ class RedisMemoryStore:
         return [
             HistoryEvent(memory_id=memory_id, event=e["event"], old_text=e.get("old_text"), new_text=e.get("new_text"),
                          old_tier=e.get("old_tier"), new_tier=e.get("new_tier"), actor=e["actor"],
-                         at=float(e["at"]), seq=int(e["seq"]))
+                         at=float(e["at"]), seq=int(e["seq"]),
+                         occurred_at=float(e["occurred_at"]) if e.get("occurred_at") else None)
             for e in events
         ]
 
@@ -367,12 +417,12 @@ class RedisMemoryStore:
             parsed.append((int(s), cast(ChangeOp, op), int(key), user if user is not None else last))
         with self.r.pipeline(transaction=False) as pipe:
             for _, _, k, _ in parsed:
-                pipe.hmget(f"{self.p}:m:{k}", "embedding", "text")
+                pipe.hmget(f"{self.p}:m:{k}", "embedding", "text", "index_text")
             rows = pipe.execute()
         return [
             Change(seq=s, user=u, op=op, key=k,
-                   embedding=None if blob is None or op != "upsert" else from_blob(blob), text=_s(text))
-            for (s, op, k, u), (blob, text) in zip(parsed, rows, strict=True)
+                   embedding=None if blob is None or op != "upsert" else from_blob(blob), text=_index_text(text, itext))
+            for (s, op, k, u), (blob, text, itext) in zip(parsed, rows, strict=True)
         ]
 
     def changes_since(self, shard: int, seq: int, limit: int = 10_000) -> builtins.list[Change]:
@@ -392,6 +442,34 @@ class RedisMemoryStore:
     def _top(self, zset: str) -> int:
         top = self.r.zrevrange(zset, 0, 0, withscores=True)
         return int(top[0][1]) if top else 0
+
+    def _session_set(self, user: str, session: str) -> str:
+        return f"{self.p}:s:{len(user)}:{user}:{session}"
+
+    def session_turn_before(self, user: str, session: str, before_key: int | None) -> MemoryRecord | None:
+        top = "+inf" if before_key is None else f"({before_key}"
+        keys = cast(list[bytes], self.r.zrevrangebyscore(self._session_set(user, session), top, "-inf", start=0, num=1))
+        found = self._load([int(k) for k in keys])
+        return found[0] if found and found[0].user == user else None
+
+    def connections(self, user: str, keys: Sequence[int]) -> dict[int, builtins.list[tuple[int, ConnectionKind]]]:
+        records = [r for r in self._load(list(keys)) if r.user == user]
+        with self.r.pipeline(transaction=False) as pipe:
+            for r in records:
+                zset = self._session_set(user, r.session or "")
+                pipe.zrevrangebyscore(zset, f"({r.key}", "-inf", start=0, num=1)
+                pipe.zrangebyscore(zset, f"({r.key}", "+inf", start=0, num=1)
+                pipe.hkeys(f"{self.p}:ln:{r.key}")
+            replies = pipe.execute()
+        found: dict[int, builtins.list[tuple[int, ConnectionKind]]] = {}
+        for i, r in enumerate(records):
+            before, after, related = replies[3 * i: 3 * i + 3]
+            linked: builtins.list[tuple[int, ConnectionKind]] = []
+            if r.session:
+                linked += [(int(k), "session") for k in (*before, *after)]
+            linked += [(int(k), "related") for k in sorted(related, key=int)]
+            found[r.key] = linked
+        return found
 
     def close(self) -> None:
         self.r.close()

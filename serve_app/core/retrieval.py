@@ -1,5 +1,6 @@
 """Memory retrieval on one shard: candidates from the user's indexes, then the store's
-records, filters and the final score."""
+records, filters and the final score; then, when asked, the memories connected to the
+chosen ones (the turns around them in their session, memories related to them)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import numpy as np
 
 from serve_app.core.index import ShardIndex
 from serve_app.core.scoring import ScoringSettings, memory_score
-from serve_app.core.store import MemoryRecord
+from serve_app.core.store import ConnectionKind, MemoryRecord
+from serve_app.core.temporal import TimeRange
 from serve_app.core.tiers import TierRegistry, default_tier_policies
 
 # Filters and re-scoring drop or reorder candidates, so ask the indexes for more than k.
 OVERFETCH = 4
+# A query naming a time looks deeper: the memories of that time may rank low on text alone.
+TIME_OVERFETCH = 16
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,8 @@ class SearchFilters:
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)  # numeric min/max
     created_after: float | None = None
     created_before: float | None = None
+    occurred_after: float | None = None  # on the event time (`MemoryRecord.event_time`)
+    occurred_before: float | None = None
     min_similarity: float = -1.0
 
     def accepts(self, record: MemoryRecord, similarity: float, now: float) -> bool:
@@ -36,13 +42,19 @@ class SearchFilters:
             return False
         if self.created_before is not None and record.created_at > self.created_before:
             return False
+        if self.occurred_after is not None and record.event_time < self.occurred_after:
+            return False
+        if self.occurred_before is not None and record.event_time > self.occurred_before:
+            return False
         if not all(record.metadata.get(k) == v for k, v in self.metadata.items()):
             return False
         return all(_within(record.metadata.get(k), low, high) for k, (low, high) in self.ranges.items())
 
     @property
     def selective(self) -> bool:
-        return bool(self.tiers or self.metadata or self.ranges or self.created_after or self.created_before)
+        return bool(self.tiers or self.metadata or self.ranges or self.created_after is not None
+                    or self.created_before is not None or self.occurred_after is not None
+                    or self.occurred_before is not None)
 
 
 def _within(value: Any, low: float | None, high: float | None) -> bool:
@@ -56,6 +68,8 @@ class ScoredMemory:
     record: MemoryRecord
     similarity: float
     score: float
+    connected_to: str | None = None  # set for a connected memory: the id of the result it hangs off
+    connection: ConnectionKind | None = None
 
 
 def search_user_memories(
@@ -68,18 +82,24 @@ def search_user_memories(
     query_text: str | None = None,
     scoring: ScoringSettings | None = None,
     tiers: TierRegistry | None = None,
+    time_range: TimeRange | None = None,
+    connections: int = 0,
 ) -> list[ScoredMemory]:
+    """The user's top k memories for the query, best first, then up to `connections`
+    memories connected to them (`connected_memories`). `time_range`: the time the query
+    names, preferred in ranking (`ScoringSettings.time_boost`)."""
     filters = filters or SearchFilters()
     scoring = scoring or ScoringSettings()
     tiers = tiers or TierRegistry(default_tier_policies())
     text = query_text if scoring.hybrid else None
-    fetch = k * OVERFETCH
+    fetch = k * (TIME_OVERFETCH if time_range is not None and scoring.time_boost else OVERFETCH)
     while True:
         hits = index.search(user, query, fetch, text)
         records = index.store.get_many(user, (h.key for h in hits))
         found = [
-            ScoredMemory(records[h.key], h.similarity, memory_score(h.fused, records[h.key], now, scoring,
-                                                                tiers.decays(records[h.key].tier)))
+            ScoredMemory(records[h.key], h.similarity, memory_score(
+                h.fused, records[h.key], now, scoring, tiers.decays(records[h.key].tier),
+                time_range is not None and time_range.contains(records[h.key].event_time)))
             for h in hits
             if h.key in records and filters.accepts(records[h.key], h.similarity, now)
         ]
@@ -91,7 +111,34 @@ def search_user_memories(
     found.sort(key=lambda m: m.score, reverse=True)
     chosen = found[:k]
     index.store.record_access(user, [m.record.key for m in chosen], now)
-    return chosen
+    return chosen + connected_memories(index, user, query, chosen, connections, filters, now)
+
+
+def connected_memories(
+    index: ShardIndex, user: str, query: np.ndarray, chosen: Sequence[ScoredMemory], limit: int,
+    filters: SearchFilters, now: float,
+) -> list[ScoredMemory]:
+    """Up to `limit` of the user's memories connected to the chosen ones and not among
+    them, the most similar to the query first, each marked with the result it hangs off
+    (the best-ranked one, when several share it) and how. They pass the same filters,
+    except the similarity floor: a connection is there for its context. Their `score` is
+    their cosine to the query. The store answers only with the user's own memories."""
+    if limit <= 0 or not chosen:
+        return []
+    links = index.store.connections(user, [m.record.key for m in chosen])
+    taken = {m.record.key for m in chosen}
+    via: dict[int, tuple[str, ConnectionKind]] = {}
+    for m in chosen:
+        for key, kind in links.get(m.record.key, []):
+            if key not in taken and key not in via:
+                via[key] = (m.record.id, kind)
+    records = index.store.get_many(user, via)
+    user_index = index.user(user)
+    indexed = [key for key in via if key in records and key in user_index.texts
+               and filters.accepts(records[key], 1.0, now)]
+    similarity = user_index.similarities(query, indexed)
+    best = sorted(indexed, key=lambda key: similarity[key], reverse=True)[:limit]
+    return [ScoredMemory(records[key], similarity[key], similarity[key], *via[key]) for key in best]
 
 
 @dataclass(frozen=True)
@@ -106,12 +153,17 @@ class SearchHit:
     tier: str
     metadata: dict[str, Any]
     created_at: float
+    occurred_at: float | None = None
+    session: str | None = None
+    connected_to: str | None = None
+    connection: ConnectionKind | None = None
 
     @classmethod
     def of(cls, m: ScoredMemory) -> SearchHit:
         r = m.record
         return cls(id=r.id, text=r.text, score=m.score, similarity=m.similarity, tier=r.tier,
-                   metadata=r.metadata, created_at=r.created_at)
+                   metadata=r.metadata, created_at=r.created_at, occurred_at=r.event_time, session=r.session,
+                   connected_to=m.connected_to, connection=m.connection)
 
 
 @dataclass(frozen=True)
@@ -124,6 +176,8 @@ class ShardQuery:
     filters: SearchFilters | None = None
     text: str | None = None  # for the lexical half of hybrid search
     min_seq: int | None = None  # read-your-writes: wait until the shard has applied this
+    time_range: TimeRange | None = None  # the time the query names (`core.temporal`), preferred in ranking
+    connections: int = 0  # connected memories to return after the top k
 
 
 def nearest_memories(index: ShardIndex, user: str, vectors: np.ndarray) -> list[tuple[str | None, float]]:

@@ -1,10 +1,14 @@
-"""How relevant memories are ranked: relevance x importance x recency decay."""
+"""How relevant memories are ranked: relevance x importance x recency decay x time match."""
 
 from __future__ import annotations
+
+import math
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.core.store import MemoryRecord
+
+DAY_S = 86_400.0
 
 
 class ScoringSettings(BaseModel):
@@ -12,10 +16,15 @@ class ScoringSettings(BaseModel):
 
     # 0: importance is ignored; 1: a memory of importance 0 never ranks.
     importance_weight: float = Field(default=0.5, ge=0.0, le=1.0)
-    # Recency decay (half-life) of the tiers whose policy says `decays` (episodic by default).
-    decay_half_life_s: float = Field(default=7 * 24 * 3600, gt=0)
+    # Recency decay of the tiers whose policy says `decays` (episodic by default):
+    # exp(-decay_per_day x days since the memory's event occurred), the design's 0.05.
+    decay_per_day: float = Field(default=0.05, ge=0.0)
     # Dense-only retrieval when false; otherwise dense and BM25 rankings are fused (RRF).
     hybrid: bool = True
+    # A query that names a time ("in May 2023", "yesterday", "before the trip") multiplies the
+    # score of memories whose event time falls in it by 1 + time_boost: a preference, not a
+    # filter (send filters.occurred_after/before for that). 0 turns it off.
+    time_boost: float = Field(default=1.0, ge=0.0)
 
 
 def importance_factor(importance: float, weight: float) -> float:
@@ -23,12 +32,18 @@ def importance_factor(importance: float, weight: float) -> float:
 
 
 def recency_decay(record: MemoryRecord, now: float, s: ScoringSettings, decays: bool) -> float:
+    """exp(-rate x days since it occurred) for a decaying tier; an event in the future has not faded."""
     if not decays:
         return 1.0
-    age = max(0.0, now - record.created_at)
-    return float(0.5 ** (age / s.decay_half_life_s))  # float ** float is typed Any (it may be complex)
+    days = max(0.0, now - record.event_time) / DAY_S
+    return math.exp(-s.decay_per_day * days)
 
 
-def memory_score(relevance: float, record: MemoryRecord, now: float, s: ScoringSettings, decays: bool) -> float:
-    """`decays`: whether the record's tier fades with age (`TierRegistry.decays`)."""
-    return relevance * importance_factor(record.importance, s.importance_weight) * recency_decay(record, now, s, decays)
+def memory_score(
+    relevance: float, record: MemoryRecord, now: float, s: ScoringSettings, decays: bool, in_time: bool = False
+) -> float:
+    """`decays`: whether the record's tier fades with age (`TierRegistry.decays`); `in_time`:
+    whether its event time is in the time the query names."""
+    boost = 1.0 + s.time_boost if in_time else 1.0
+    return (relevance * importance_factor(record.importance, s.importance_weight)
+            * recency_decay(record, now, s, decays) * boost)

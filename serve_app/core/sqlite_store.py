@@ -5,6 +5,12 @@ order is commit order); with `synchronous=FULL` a commit survives power loss. On
 connection per instance guarded by a lock, so it is safe to call from worker threads.
 Key-value spaces live in `kv` (space, key, value), their versions in `kv_versions`: a row
 per space that is never deleted, so a version survives reopening and never goes backwards.
+
+Event time, sessions and connections: `memories.occurred_at`, `session` and `index_text`
+(what the row is indexed by when it differs from `text`), and `links` (a row per direction
+of a "related" connection; session neighbours are read from `memories` itself). A database
+written before these existed is migrated when opened: the columns are added, `occurred_at`
+is set to `created_at` (the best knowledge of when those events happened).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import numpy as np
 from serve_app.core.store import (
     Change,
     ChangeOp,
+    ConnectionKind,
     HistoryEvent,
     HistoryEventKind,
     MemoryPatch,
@@ -51,7 +58,10 @@ CREATE TABLE IF NOT EXISTS memories (
     updated_at     REAL NOT NULL,
     expires_at     REAL,
     access_count   INTEGER NOT NULL DEFAULT 0,
-    last_accessed  REAL
+    last_accessed  REAL,
+    occurred_at    REAL,
+    session        TEXT,
+    index_text     TEXT
 );
 CREATE INDEX IF NOT EXISTS memories_user ON memories(user, key);
 CREATE TABLE IF NOT EXISTS changes (
@@ -75,7 +85,8 @@ CREATE TABLE IF NOT EXISTS history (
     new_tier   TEXT,
     actor      TEXT NOT NULL,
     at         REAL NOT NULL,
-    seq        INTEGER NOT NULL
+    seq        INTEGER NOT NULL,
+    occurred_at REAL
 );
 CREATE INDEX IF NOT EXISTS history_memory ON history(user, memory_id, hid);
 CREATE TABLE IF NOT EXISTS kv (
@@ -85,19 +96,39 @@ CREATE TABLE IF NOT EXISTS kv (
     PRIMARY KEY (space, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS kv_versions (space TEXT PRIMARY KEY, version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS links (
+    user  TEXT NOT NULL,
+    a     INTEGER NOT NULL,
+    b     INTEGER NOT NULL,
+    kind  TEXT NOT NULL,
+    PRIMARY KEY (a, b)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS links_user ON links(user);
 """
 
+# Columns added after the first release: (table, column, type). Added when a database is opened.
+_MIGRATIONS = (
+    ("memories", "occurred_at", "REAL"),
+    ("memories", "session", "TEXT"),
+    ("memories", "index_text", "TEXT"),
+    ("history", "occurred_at", "REAL"),
+)
+
+MAX_KEY = 2**63 - 1
+
 _COLUMNS = (
-    "key, id, user, text, tier, importance, metadata, created_at, updated_at, expires_at, access_count, last_accessed"
+    "key, id, user, text, tier, importance, metadata, created_at, updated_at, expires_at, access_count, last_accessed, "
+    "COALESCE(occurred_at, created_at), session"
 )
 
 
 def _record(row: Sequence[Any]) -> MemoryRecord:
-    key, mid, user, text, tier, importance, metadata, created, updated, expires, count, accessed = row
+    (key, mid, user, text, tier, importance, metadata, created, updated, expires, count, accessed, occurred,
+     session) = row
     return MemoryRecord(
         key=key, id=mid, user=user, text=text, tier=tier, importance=importance,
         metadata=json.loads(metadata), created_at=created, updated_at=updated,
-        expires_at=expires, access_count=count, last_accessed=accessed,
+        expires_at=expires, access_count=count, last_accessed=accessed, occurred_at=occurred, session=session,
     )
 
 
@@ -105,6 +136,9 @@ def _patch_fields(patch: MemoryPatch, now: float) -> dict[str, Any]:
     fields: dict[str, Any] = {"updated_at": now}
     if patch.text is not None:
         fields["text"] = patch.text
+        fields["index_text"] = patch.index_text
+    if patch.occurred_at is not None:
+        fields["occurred_at"] = patch.occurred_at
     if patch.embedding is not None:
         fields["embedding"] = as_blob(patch.embedding)
     if patch.importance is not None:
@@ -135,6 +169,18 @@ class SQLiteMemoryStore:
             self._db.executescript(_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (uuid.uuid4().hex,))
             self.store_id: str = self._db.execute("SELECT value FROM meta WHERE name='store_id'").fetchone()[0]
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a database written by an older memserve up to this schema, in one transaction
+        (several processes may open the same file at once: the check runs inside it)."""
+        with self._tx() as cur:
+            for table, column, kind in _MIGRATIONS:
+                if column not in {row[1] for row in cur.execute(f"PRAGMA table_info({table})")}:
+                    cur.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                    if (table, column) == ("memories", "occurred_at"):
+                        cur.execute("UPDATE memories SET occurred_at = created_at")
+            cur.execute("CREATE INDEX IF NOT EXISTS memories_session ON memories(user, session, key)")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Cursor]:
@@ -157,14 +203,24 @@ class SQLiteMemoryStore:
     @staticmethod
     def _history(
         cur: sqlite3.Cursor, user: str, memory_id: str, event: HistoryEventKind, old: MemoryRecord | None,
-        new_text: str | None, new_tier: str | None, actor: str, now: float, seq: int,
+        new_text: str | None, new_tier: str | None, actor: str, now: float, seq: int, occurred_at: float | None,
     ) -> None:
         cur.execute(
-            "INSERT INTO history (memory_id, user, event, old_text, new_text, old_tier, new_tier, actor, at, seq) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO history (memory_id, user, event, old_text, new_text, old_tier, new_tier, actor, at, seq, "
+            "occurred_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (memory_id, user, event, old.text if old else None, new_text, old.tier if old else None, new_tier,
-             actor, now, seq),
+             actor, now, seq, occurred_at),
         )
+
+    @staticmethod
+    def _link(cur: sqlite3.Cursor, user: str, a: int, b: int) -> None:
+        """Connect two of the user's memories both ways (nothing if b is not the user's)."""
+        if a == b:
+            return
+        owned = cur.execute("SELECT 1 FROM memories WHERE key = ? AND user = ?", (b, user)).fetchone()
+        if owned is not None:
+            cur.executemany("INSERT OR IGNORE INTO links (user, a, b, kind) VALUES (?,?,?,'related')",
+                            [(user, a, b), (user, b, a)])
 
     # ------------------------------------------------------------------ writes
 
@@ -177,19 +233,23 @@ class SQLiteMemoryStore:
         with self._tx() as cur:
             for item in items:
                 mid = f"mem-{uuid.uuid4().hex}"
+                occurred = now if item.occurred_at is None else item.occurred_at
                 cur.execute(
                     "INSERT INTO memories (id, user, shard, text, tier, importance, metadata, embedding, "
-                    "created_at, updated_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    "created_at, updated_at, expires_at, occurred_at, session, index_text) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (mid, user, shard, item.text, item.tier, item.importance, json.dumps(item.metadata),
-                     as_blob(item.embedding), now, now, item.expires_at),
+                     as_blob(item.embedding), now, now, item.expires_at, occurred, item.session, item.index_text),
                 )
                 key = int(cur.lastrowid or 0)
+                for other in (*item.related, *(records[i].key for i in item.related_items if i < len(records))):
+                    self._link(cur, user, key, other)
                 seq = self._log(cur, shard, user, "upsert", key, now)
-                self._history(cur, user, mid, "ADD", None, item.text, item.tier, actor, now, seq)
+                self._history(cur, user, mid, "ADD", None, item.text, item.tier, actor, now, seq, occurred)
                 records.append(MemoryRecord(
                     key=key, id=mid, user=user, text=item.text, tier=item.tier, importance=item.importance,
                     metadata=dict(item.metadata), created_at=now, updated_at=now, expires_at=item.expires_at,
-                    access_count=0, last_accessed=None,
+                    access_count=0, last_accessed=None, occurred_at=occurred, session=item.session,
                 ))
         return records, seq
 
@@ -213,10 +273,9 @@ class SQLiteMemoryStore:
                 assignments = ", ".join(f"{name} = ?" for name in fields)
                 cur.execute(f"UPDATE memories SET {assignments} WHERE key = ?", (*fields.values(), old.key))
                 seq = self._log(cur, shard, user, "upsert", old.key, now)
-                self._history(cur, user, memory_id, event, old, fields.get("text", old.text),
-                              fields.get("tier", old.tier), actor, now, seq)
-                new_row = cur.execute(f"SELECT {_COLUMNS} FROM memories WHERE key = ?", (old.key,)).fetchone()
-                updated.append(_record(new_row))
+                new = _record(cur.execute(f"SELECT {_COLUMNS} FROM memories WHERE key = ?", (old.key,)).fetchone())
+                self._history(cur, user, memory_id, event, old, new.text, new.tier, actor, now, seq, new.occurred_at)
+                updated.append(new)
         return updated, seq
 
     def delete(
@@ -232,8 +291,9 @@ class SQLiteMemoryStore:
                     continue
                 old = _record(row)
                 cur.execute("DELETE FROM memories WHERE key = ?", (old.key,))
+                cur.execute("DELETE FROM links WHERE user = ? AND (a = ? OR b = ?)", (user, old.key, old.key))
                 seq = self._log(cur, shard, user, "delete", old.key, now)
-                self._history(cur, user, memory_id, event, old, None, None, actor, now, seq)
+                self._history(cur, user, memory_id, event, old, None, None, actor, now, seq, old.occurred_at)
         return seq
 
     def forget_user(self, user: str, shard: int) -> int:
@@ -243,6 +303,7 @@ class SQLiteMemoryStore:
         with self._tx() as cur:
             cur.execute("DELETE FROM memories WHERE user = ?", (user,))
             cur.execute("DELETE FROM history WHERE user = ?", (user,))
+            cur.execute("DELETE FROM links WHERE user = ?", (user,))
             cur.execute("DELETE FROM changes WHERE user = ?", (user,))
             return self._log(cur, shard, user, "forget", 0, now)
 
@@ -330,8 +391,9 @@ class SQLiteMemoryStore:
         return [_record(r) for r in rows]
 
     def user_index_data(self, user: str) -> tuple[np.ndarray, np.ndarray, builtins.list[str]]:
-        """Keys, vectors and texts of every memory of the user: what an index is built from."""
-        rows = self._query("SELECT key, embedding, text FROM memories WHERE user = ? ORDER BY key", (user,))
+        """Keys, vectors and index texts of every memory of the user: what an index is built from."""
+        rows = self._query("SELECT key, embedding, COALESCE(index_text, text) FROM memories WHERE user = ? "
+                           "ORDER BY key", (user,))
         if not rows:
             return empty_index_data()
         keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -345,7 +407,7 @@ class SQLiteMemoryStore:
 
     def history(self, user: str, memory_id: str) -> builtins.list[HistoryEvent]:
         rows = self._query(
-            "SELECT memory_id, event, old_text, new_text, old_tier, new_tier, actor, at, seq FROM history "
+            "SELECT memory_id, event, old_text, new_text, old_tier, new_tier, actor, at, seq, occurred_at FROM history "
             "WHERE user = ? AND memory_id = ? ORDER BY hid", (user, memory_id),
         )
         return [HistoryEvent(*row) for row in rows]
@@ -355,7 +417,7 @@ class SQLiteMemoryStore:
 
     def _changes(self, where: str, args: Sequence[Any], limit: int | None = None) -> builtins.list[Change]:
         sql = (
-            "SELECT c.seq, c.user, c.op, c.key, m.embedding, m.text FROM changes c "
+            "SELECT c.seq, c.user, c.op, c.key, m.embedding, COALESCE(m.index_text, m.text) FROM changes c "
             f"LEFT JOIN memories m ON m.key = c.key WHERE {where} ORDER BY c.seq"
         )
         if limit is not None:
@@ -378,6 +440,31 @@ class SQLiteMemoryStore:
 
     def user_version(self, user: str) -> int:
         return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM changes WHERE user = ?", (user,))[0][0])
+
+    def session_turn_before(self, user: str, session: str, before_key: int | None) -> MemoryRecord | None:
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM memories WHERE user = ? AND session = ? AND key < ? ORDER BY key DESC LIMIT 1",
+            (user, session, MAX_KEY if before_key is None else before_key),
+        )
+        return _record(rows[0]) if rows else None
+
+    def connections(self, user: str, keys: Sequence[int]) -> dict[int, builtins.list[tuple[int, ConnectionKind]]]:
+        found: dict[int, builtins.list[tuple[int, ConnectionKind]]] = {}
+        for key in keys:
+            row = self._query("SELECT session FROM memories WHERE key = ? AND user = ?", (key, user))
+            if not row:
+                continue
+            linked: builtins.list[tuple[int, ConnectionKind]] = []
+            session = row[0][0]
+            if session is not None:
+                for sql in ("key < ? ORDER BY key DESC", "key > ? ORDER BY key"):
+                    near = self._query(f"SELECT key FROM memories WHERE user = ? AND session = ? AND {sql} LIMIT 1",
+                                       (user, session, key))
+                    linked += [(int(near[0][0]), "session")] if near else []
+            related = self._query("SELECT b FROM links WHERE user = ? AND a = ? ORDER BY b", (user, key))
+            linked += [(int(r[0]), "related") for r in related]
+            found[key] = linked
+        return found
 
     def close(self) -> None:
         with self._lock:

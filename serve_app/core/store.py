@@ -24,21 +24,35 @@ import numpy as np
 
 ChangeOp = Literal["upsert", "delete", "forget"]
 HistoryEventKind = Literal["ADD", "UPDATE", "MERGE", "PROMOTE", "DELETE", "EXPIRE", "EVICT"]
+# How two memories are connected: neighbouring turns of one session, or close in meaning.
+ConnectionKind = Literal["session", "related"]
 
 
 @dataclass(frozen=True)
 class NewMemory:
+    """`embedding` embeds `index_text` when one is given (a conversation turn indexed with its
+    context), else `text`. `occurred_at`: when the event happened (None: when it is written).
+    `related`: keys of the user's existing memories to connect it with; `related_items`:
+    positions of earlier items of the same `add` to connect it with."""
+
     text: str
     tier: str
     importance: float
     embedding: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
     expires_at: float | None = None
+    occurred_at: float | None = None
+    session: str | None = None
+    index_text: str | None = None
+    related: tuple[int, ...] = ()
+    related_items: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class MemoryPatch:
-    """Fields to change; None leaves a field as it is (`expires_at` moves with `tier`)."""
+    """Fields to change; None leaves a field as it is (`expires_at` moves with `tier`). A
+    new `text` comes with the `index_text` it is indexed by (None: the text itself) and the
+    `embedding` of that."""
 
     text: str | None = None
     embedding: np.ndarray | None = None
@@ -46,6 +60,8 @@ class MemoryPatch:
     metadata: dict[str, Any] | None = None
     tier: str | None = None
     expires_at: float | None = None
+    occurred_at: float | None = None
+    index_text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,15 +78,23 @@ class MemoryRecord:
     expires_at: float | None
     access_count: int
     last_accessed: float | None
+    occurred_at: float | None = None  # when the event happened; the stores always set it
+    session: str | None = None  # the conversation a turn belongs to
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now
+
+    @property
+    def event_time(self) -> float:
+        """When it happened: `occurred_at`, or when it was written if that is unknown."""
+        return self.created_at if self.occurred_at is None else self.occurred_at
 
 
 @dataclass(frozen=True)
 class Change:
     """One change-log entry. For an upsert, `embedding` and `text` are the row's current
-    values; None means a delete, a forget, or a row deleted since."""
+    values (`text` is what it is indexed by: its index text, or its text); None means a
+    delete, a forget, or a row deleted since."""
 
     seq: int
     user: str
@@ -91,6 +115,7 @@ class HistoryEvent:
     actor: str
     at: float
     seq: int
+    occurred_at: float | None = None  # the memory's event time after the change
 
 
 class MemoryStore(Protocol):
@@ -125,6 +150,16 @@ class MemoryStore(Protocol):
     def user_changes_since(self, user: str, seq: int) -> builtins.list[Change]: ...
     def last_seq(self, shard: int | None = None) -> int: ...
     def user_version(self, user: str) -> int: ...
+
+    # -- connections (same user only, always)
+    def session_turn_before(self, user: str, session: str, before_key: int | None) -> MemoryRecord | None:
+        """The user's latest memory of `session` written before `before_key` (None: the latest)."""
+        ...
+
+    def connections(self, user: str, keys: Sequence[int]) -> dict[int, builtins.list[tuple[int, ConnectionKind]]]:
+        """For each key: the previous and next memory of its session (in the order written),
+        then the memories it was related to when either was written. Only the user's own."""
+        ...
 
     # -- key-value spaces: typed system records outside the memories and their change log.
     # Values are JSON text; callers serialise their own records. Every write is one atomic

@@ -12,6 +12,10 @@ may be "... on Monday" while the second nearest is the very sentence being repea
 An item that repeats a memory word for word but raises its importance or brings new
 metadata changes the stored memory, so it is reported as a MERGE (reason "identical"),
 not a NOOP: NOOP always means the store was left as it was.
+
+An item that says when it happened (`occurred_at`) is another event than a memory of
+another day, however alike their words ("I went to the gym" on Monday and on Friday): it
+is kept apart with reason "time", as a differing weekday in the text would keep it.
 """
 
 from __future__ import annotations
@@ -25,19 +29,26 @@ import numpy as np
 from serve_app.core.retrieval import NearMemory
 from serve_app.core.sameness import Event, Reason, judge
 from serve_app.core.store import MemoryRecord
+from serve_app.core.temporal import DAY_S
 
 _MISSING = object()
 
 
 @dataclass(frozen=True)
 class Incoming:
-    """One item to write, its tier already resolved."""
+    """One item to write, its tier already resolved. `vector` embeds `index_text` when it
+    has one (a conversation turn, `core.conversation`), else `text`. `occurred_at` only when
+    the client said when it happened; `related`: keys of existing memories to connect it to."""
 
     text: str
     tier: str
     importance: float
     vector: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
+    occurred_at: float | None = None
+    session: str | None = None
+    index_text: str | None = None
+    related: tuple[int, ...] = ()
 
 
 @dataclass
@@ -54,6 +65,10 @@ class Draft:
     target: MemoryRecord | None = None
     changed: bool = False  # the existing memory needs a write
     reembed: bool = False  # ... and its text (with the embedding) is replaced
+    occurred_at: float | None = None
+    session: str | None = None
+    index_text: str | None = None
+    related: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,11 @@ class _Candidate:
     text: str
     draft: int | None  # a memory this batch already drafted ...
     record: MemoryRecord | None  # ... or an existing one it has not touched yet
+    occurred_at: float | None  # its event time, when known
+
+
+def _other_day(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and a // DAY_S != b // DAY_S
 
 
 def plan_writes(
@@ -105,11 +125,12 @@ def _candidates(plan: WritePlan, item: Incoming, near: Sequence[NearMemory], thr
     """Drafts within `threshold` of the item, then existing memories not drafted yet,
     most similar first (a drafted memory is judged by its current text)."""
     found = [
-        _Candidate(similarity, draft.text, i, None)
+        _Candidate(similarity, draft.text, i, None,
+                   draft.target.event_time if draft.target is not None else draft.occurred_at)
         for i, draft in enumerate(plan.drafts)
         if (similarity := float(np.dot(item.vector, draft.vector))) >= threshold
     ]
-    found += [_Candidate(m.similarity, m.record.text, None, m.record)
+    found += [_Candidate(m.similarity, m.record.text, None, m.record, m.record.event_time)
               for m in near if m.record.id not in plan.by_target and m.similarity >= threshold]
     return sorted(found, key=lambda c: c.similarity, reverse=True)
 
@@ -117,25 +138,32 @@ def _candidates(plan: WritePlan, item: Incoming, near: Sequence[NearMemory], thr
 def _place(plan: WritePlan, item: Incoming, candidates: list[_Candidate]) -> Step:
     reason: Reason = "new"
     for candidate in candidates:
+        if _other_day(item.occurred_at, candidate.occurred_at):  # the same words about another day's event
+            reason = "time" if reason == "new" else reason
+            continue
         verdict = judge(item.text, candidate.text, candidate.similarity, 0.0)  # candidates are all close
         if verdict.event == "ADD":
             reason = verdict.reason if reason == "new" else reason  # why the closest one differs
             continue
-        index = candidate.draft if candidate.draft is not None else _touch(plan, candidate.record, item.vector)
+        index = candidate.draft if candidate.draft is not None else _touch(plan, candidate.record, item)
         return Step(index, _absorb(plan.drafts[index], item, verdict.event), verdict.reason)
     return _draft_new(plan, item, reason)
 
 
 def _draft_new(plan: WritePlan, item: Incoming, reason: Reason) -> Step:
-    plan.drafts.append(Draft(item.text, item.tier, item.importance, item.vector, dict(item.metadata)))
+    plan.drafts.append(Draft(item.text, item.tier, item.importance, item.vector, dict(item.metadata),
+                             occurred_at=item.occurred_at, session=item.session, index_text=item.index_text,
+                             related=item.related))
     return Step(len(plan.drafts) - 1, "ADD", reason)
 
 
-def _touch(plan: WritePlan, record: MemoryRecord | None, vector: np.ndarray) -> int:
-    """Draft an existing memory as it is stored (the item's vector stands in for its
-    embedding: the item is the same text or replaces it)."""
+def _touch(plan: WritePlan, record: MemoryRecord | None, item: Incoming) -> int:
+    """Draft an existing memory as it is stored (the item's vector, with the index text it
+    embeds, stands in for its embedding: the item is the same text or replaces it; should the
+    memory vanish before the commit, the item's fact is added with them)."""
     assert record is not None  # a candidate is either drafted or an existing record
-    plan.drafts.append(Draft(record.text, record.tier, record.importance, vector, dict(record.metadata), record))
+    plan.drafts.append(Draft(record.text, record.tier, record.importance, item.vector, dict(record.metadata), record,
+                             occurred_at=item.occurred_at, session=item.session, index_text=item.index_text))
     plan.by_target[record.id] = len(plan.drafts) - 1
     return len(plan.drafts) - 1
 
@@ -150,7 +178,7 @@ def _absorb(draft: Draft, item: Incoming, event: Event) -> Event:
     draft.importance = max(draft.importance, item.importance)
     draft.metadata = {**draft.metadata, **item.metadata}
     if event == "MERGE":
-        draft.text, draft.vector, draft.reembed = item.text, item.vector, True
+        draft.text, draft.vector, draft.index_text, draft.reembed = item.text, item.vector, item.index_text, True
     draft.changed = True
     return "MERGE"
 

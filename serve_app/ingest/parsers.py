@@ -39,6 +39,32 @@ class ChunkOut:
     rows: tuple[int, int] | None
 
 
+# What an upload may be, by its part's Content-Type, for a name without one of KINDS' extensions.
+MEDIA_TYPES = {"application/pdf": ".pdf",
+               "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx",
+               "text/csv": ".csv", "text/plain": ".txt", "text/markdown": ".md", "text/html": ".html"}
+
+
+MAX_FILENAME_CHARS = 255
+
+
+def upload_name(filename: str, content_type: str | None) -> str:
+    """The name an upload is ingested under: `filename` if its extension names a kind,
+    else `filename` plus the extension its Content-Type names (`curl -F 'file=@notes;type=text/plain'`);
+    neither: a DocumentError (400). The name is only ever data (the upload is spooled under
+    a name of its own), but one with control characters or over MAX_FILENAME_CHARS is refused."""
+    if len(filename) > MAX_FILENAME_CHARS or any(ord(c) < 32 or c == "\x7f" for c in filename):
+        raise DocumentError(f"file names may have at most {MAX_FILENAME_CHARS} characters and no control characters")
+    if PurePath(filename).suffix.lower() in KINDS:
+        return filename
+    extension = MEDIA_TYPES.get((content_type or "").partition(";")[0].strip().lower())
+    if extension is None:
+        raise DocumentError(f"unsupported file type {PurePath(filename).suffix or '(none)'}; name the file with one "
+                            f"of {', '.join(sorted(KINDS))} or send its part with a Content-Type of "
+                            f"{', '.join(MEDIA_TYPES)}")
+    return f"{filename}{extension}"
+
+
 def detect_kind(filename: str) -> str:
     kind = KINDS.get(PurePath(filename).suffix.lower())
     if kind is None:

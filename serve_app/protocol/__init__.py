@@ -8,12 +8,24 @@ served (that lives in the pipeline, the services and the deployments).
 
 from __future__ import annotations
 
-from serve_app.protocol.admin import CacheClearRequest, CatalogRequest, CatalogResponse, HealthResponse, Product
+from serve_app.protocol.admin import (
+    CacheClearRequest,
+    CatalogRequest,
+    CatalogResponse,
+    HealthResponse,
+    Product,
+    RateLimitIn,
+    TenantCreated,
+    TenantCreateRequest,
+    TenantList,
+    TenantOut,
+)
 from serve_app.protocol.common import (
     MAX_K,
     MAX_SEQ,
     MAX_USER_CHARS,
     SYSTEM_PREFIX,
+    TENANT_NAME,
     ErrorDetail,
     ErrorResponse,
     OpenAIModel,
@@ -81,15 +93,16 @@ from serve_app.protocol.sampling import (
 from serve_app.protocol.strict import StrictModel
 
 __all__ = [
-    "MAX_K", "MAX_N", "MAX_SEQ", "MAX_USER_CHARS", "SYSTEM_PREFIX", "AddMemoriesRequest", "AddMemoriesResponse",
-    "CacheClearRequest", "CacheKind", "CatalogRequest", "CatalogResponse", "ChatChoice", "ChatChoiceMessage",
-    "ChatChunkChoice", "ChatCompletionChunk", "ChatCompletionRequest", "ChatCompletionResponse", "ChatLogprobs",
-    "ChatMessage", "CompletionChoice", "CompletionLogprobs", "CompletionRequest", "CompletionResponse",
+    "MAX_K", "MAX_N", "MAX_SEQ", "MAX_USER_CHARS", "SYSTEM_PREFIX", "TENANT_NAME", "AddMemoriesRequest",
+    "AddMemoriesResponse", "CacheClearRequest", "CacheKind", "CatalogRequest", "CatalogResponse", "ChatChoice",
+    "ChatChoiceMessage", "ChatChunkChoice", "ChatCompletionChunk", "ChatCompletionRequest", "ChatCompletionResponse",
+    "ChatLogprobs", "ChatMessage", "CompletionChoice", "CompletionLogprobs", "CompletionRequest", "CompletionResponse",
     "ConsolidateRequest", "DeletedResponse", "DeltaMessage", "DocumentAccepted", "DocumentList", "DocumentOut",
     "EmbeddingData", "EmbeddingRequest", "EmbeddingResponse", "EmbeddingUsage", "ErrorDetail", "ErrorResponse",
     "ForgetResponse", "HealthResponse", "HistoryEntry", "HistoryResponse", "JobOut", "MemoryFilters", "MemoryIn",
     "MemoryList", "MemoryRecordOut", "MemoryUsed", "MemoryWriteResult", "MemserveInfo", "MemserveOptions", "ModelCard",
-    "ModelList", "OpenAIModel", "Product", "ProductOut", "ResponseFormat", "SamplingFields", "SearchMemoriesRequest",
-    "SearchMemoriesResponse", "SearchResult", "SourceOut", "StreamOptions", "StrictModel", "TextPart", "Tier",
-    "UpdateMemoryRequest", "UpdatedResponse", "Usage", "UserCheck", "UserId", "check_user", "new_id",
+    "ModelList", "OpenAIModel", "Product", "ProductOut", "RateLimitIn", "ResponseFormat", "SamplingFields",
+    "SearchMemoriesRequest", "SearchMemoriesResponse", "SearchResult", "SourceOut", "StreamOptions", "StrictModel",
+    "TenantCreateRequest", "TenantCreated", "TenantList", "TenantOut", "TextPart", "Tier", "UpdateMemoryRequest",
+    "UpdatedResponse", "Usage", "UserCheck", "UserId", "check_user", "new_id",
 ]

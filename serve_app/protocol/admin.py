@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from serve_app.protocol.common import MAX_USER_CHARS, OpenAIModel, UserCheck
+from serve_app.protocol.common import MAX_USER_CHARS, TENANT_NAME, OpenAIModel, UserCheck
 
 
 class Product(OpenAIModel):
@@ -36,7 +36,43 @@ class CatalogResponse(BaseModel):
 
 
 class CacheClearRequest(OpenAIModel):
+    """Nothing: every entry. `tenant`: that tenant's entries; with `user`, that user's
+    (`user` alone: a user of the caller's own tenant)."""
+
     user: Annotated[str | None, UserCheck] = Field(default=None, min_length=1, max_length=MAX_USER_CHARS)
+    tenant: str | None = Field(default=None, pattern=TENANT_NAME)
+
+
+class RateLimitIn(OpenAIModel):
+    requests_per_s: float = Field(gt=0)
+    burst: int = Field(default=1, ge=1)
+
+
+class TenantCreateRequest(OpenAIModel):
+    name: str = Field(pattern=TENANT_NAME)
+    admin: bool = False
+    rate_limit: RateLimitIn | None = None
+
+
+class TenantOut(BaseModel):
+    """A tenant as admins see it: how many keys it has, never the keys or their digests."""
+
+    name: str
+    admin: bool
+    keys: int
+    source: Literal["config", "env", "runtime"]
+    rate_limit: RateLimitIn | None = None
+    created_at: float | None = None
+
+
+class TenantList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[TenantOut]
+
+
+class TenantCreated(BaseModel):
+    tenant: TenantOut
+    api_key: str = Field(description="shown once: only its SHA-256 digest is stored")
 
 
 class HealthResponse(BaseModel):

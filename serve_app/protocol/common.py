@@ -10,15 +10,20 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app.protocol.rules import Checked, from_setting
 
 # A memory tier's name. Which names exist is configuration (`memory.tiers`, checked by the
 # tier registry with a 400 naming the configured tiers), so the wire type is a plain name.
-Tier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
+Tier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$",
+                            json_schema_extra=from_setting(enum="memory.tiers"))]
 
 MAX_K = 50
 MAX_USER_CHARS = 256
 SYSTEM_PREFIX = "__"
+# A tenant's name (serve_app/tenants.py): no separator or control character can be in it.
+TENANT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
 UserId = str
 
@@ -35,7 +40,9 @@ def check_user(user: str | None) -> str | None:
     return user
 
 
-UserCheck = AfterValidator(check_user)
+# What `check_user` allows, stated in the schema: no "__" prefix, no control character.
+USER_PATTERN = r"^(?:[^_\u0000-\u001f]|_[^_\u0000-\u001f]|_$)[^\u0000-\u001f]*$"
+UserCheck = Checked(check_user, pattern=USER_PATTERN)
 
 
 def new_id(prefix: str) -> str:
@@ -50,9 +57,12 @@ class OpenAIModel(BaseModel):
     the OpenAI ones (`protocol.strict.StrictModel`). An unknown field, or an unknown key of
     a nested model such as `filters`, fails as pydantic's `extra_forbidden`, answered 400
     `unknown_parameter` with its dotted path as `param` (`serve_app.routes.validation`), so
-    a misspelt filter never silently widens a search. Free-form dicts (`metadata`) take any key."""
+    a misspelt filter never silently widens a search. Free-form dicts (`metadata`) take any key.
+    Types are JSON's, as the schema says: no coercion (`"5"` is not an integer, `0` not a
+    boolean; an integer is a number). NaN and Infinity (which JSON does not have, but
+    Python's parser reads) are refused."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class ErrorDetail(BaseModel):

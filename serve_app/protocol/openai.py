@@ -11,14 +11,18 @@ on the documented ignore-list. The sampling fields and logprobs shapes are in
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serve_app.core.retrieval import SearchHit
 from serve_app.protocol.common import MAX_K, Tier, new_id
+from serve_app.protocol.rules import MESSAGE_WITH_TEXT, NON_BLANK, from_setting, only_if, rules
 from serve_app.protocol.sampling import (
+    MAX_N,
     MAX_TOP_LOGPROBS,
+    SAMPLING_RULES,
+    TOKEN_LIMIT,
     ChatLogprobs,
     CompletionLogprobs,
     ResponseFormat,
@@ -88,8 +92,19 @@ class SourceOut(BaseModel):
 CacheKind = Literal["exact", "semantic", "single_flight"]
 
 
+class TrimmedOut(BaseModel):
+    """How many memories, knowledge excerpts and products did not fit the model's context
+    beside the caller's messages and the answer, and were left out of the prompt."""
+
+    memories: int = 0
+    knowledge: int = 0
+    products: int = 0
+
+
 class MemserveInfo(BaseModel):
-    """The `memserve` object of a response: what memory did and how long each stage took."""
+    """The `memserve` object of a response: what memory did and how long each stage took.
+    `memories`, `sources` and `products` list what the prompt held; `trimmed` counts what
+    was left out for the context window (absent when nothing was)."""
 
     memories: list[MemoryUsed] = Field(default_factory=list)
     products: list[ProductOut] = Field(default_factory=list)
@@ -100,6 +115,7 @@ class MemserveInfo(BaseModel):
     cache: CacheKind | None = None
     cache_similarity: float | None = None
     degraded: list[str] = Field(default_factory=list)
+    trimmed: TrimmedOut | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
@@ -131,9 +147,10 @@ class ChatMessage(StrictModel):
 class ChatCompletionRequest(SamplingFields):
     unsupported = CHAT_FIELDS
     ignored = IGNORED_CHAT_FIELDS
+    model_config = ConfigDict(json_schema_extra=rules(*SAMPLING_RULES, only_if("top_logprobs", "logprobs", True)))
 
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    messages: list[ChatMessage] = Field(min_length=1, json_schema_extra={"contains": MESSAGE_WITH_TEXT})
+    max_completion_tokens: int | None = Field(default=None, ge=1, json_schema_extra=TOKEN_LIMIT)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     response_format: ResponseFormat | None = None
@@ -162,16 +179,29 @@ class ChatCompletionRequest(SamplingFields):
         return self.max_completion_tokens or self.max_tokens
 
     def last_user_text(self) -> str:
+        """The latest user text, else the latest text of any role (never empty: `_has_text`)."""
         for message in reversed(self.messages):
             if message.role == "user" and message.text().strip():
                 return message.text()
-        return self.messages[-1].text()
+        return next(m.text() for m in reversed(self.messages) if m.text().strip())
+
+
+# `best_of` is taken only as a no-op: null, or the same as `n` (1 when n is not given).
+_BEST_OF_IS_N = {"anyOf": [
+    {"not": {"required": ["best_of"]}}, {"properties": {"best_of": {"type": "null"}}},
+    {"not": {"required": ["n"]}, "properties": {"best_of": {"const": 1}}},
+    *({"required": ["n"], "properties": {"n": {"const": n}, "best_of": {"const": n}}} for n in range(1, MAX_N + 1)),
+]}
 
 
 class CompletionRequest(SamplingFields):
     unsupported = COMPLETION_FIELDS
+    model_config = ConfigDict(json_schema_extra=rules(*SAMPLING_RULES, {"not": {
+        "required": ["echo", "logprobs"], "properties": {"echo": {"const": True}, "logprobs": {"type": "integer"}}}},
+        _BEST_OF_IS_N))
 
-    prompt: str | list[str]
+    prompt: str | list[str] = Field(json_schema_extra={
+        "pattern": NON_BLANK, "minItems": 1, "maxItems": 1, "items": {"type": "string", "pattern": NON_BLANK}})
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=5)
     memserve: MemserveOptions = Field(default_factory=MemserveOptions)
@@ -282,10 +312,11 @@ class EmbeddingRequest(StrictModel):
     """`dimensions` is accepted only as the model's own size (checked by the route):
     MiniLM's vectors cannot be shortened."""
 
-    model: str
-    input: str | list[str] = Field(min_length=1)
+    model: str = Field(json_schema_extra=from_setting(enum="embedder.served_model_name"))  # else a 404
+    input: str | list[str] = Field(min_length=1, json_schema_extra={
+        "pattern": NON_BLANK, "minItems": 1, "maxItems": 2048, "items": {"type": "string", "pattern": NON_BLANK}})
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: Annotated[int, Field(ge=1, json_schema_extra=from_setting(enum="embedder.dimension"))] | None = None
     user: str | None = None
 
     @field_validator("input")

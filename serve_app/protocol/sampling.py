@@ -15,10 +15,11 @@ from typing import Annotated, Any, Literal
 
 from jsonschema import Draft202012Validator  # a dependency of ray[serve] and vLLM
 from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serve_app.generation import TokenLogprob
 from serve_app.protocol.common import MAX_USER_CHARS, UserCheck
+from serve_app.protocol.rules import from_setting, only_if, rules
 from serve_app.protocol.strict import INVALID, StrictModel, field_error
 
 MAX_N = 8
@@ -55,6 +56,12 @@ class ResponseFormat(StrictModel):
     """`text` (no constraint), `json_object` (any JSON object) or `json_schema` (an object
     valid against `json_schema.schema`): vLLM structured outputs constrain every token."""
 
+    model_config = ConfigDict(json_schema_extra=rules({"anyOf": [  # `_schema_with_its_type`
+        {"required": ["json_schema"],
+         "properties": {"type": {"const": "json_schema"}, "json_schema": {"type": "object"}}},
+        {"properties": {"type": {"enum": ["text", "json_object"]}, "json_schema": {"type": "null"}}},
+    ]}))
+
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaSpec | None = None
 
@@ -77,14 +84,24 @@ class StreamOptions(StrictModel):
     include_obfuscation: bool | None = None
 
 
+# The model validators' rules, in the schema (each request model adds its own).
+SAMPLING_RULES = (only_if("stream_options", "stream", True),)
+# A generation cannot be longer than the model's context (the engine answers 400).
+TOKEN_LIMIT = from_setting(maximum="llm.max_model_len")
+
+
 class SamplingFields(StrictModel):
     """Fields chat and text completions share (each adds its own, and `memserve`)."""
 
-    model: str
+    model_config = ConfigDict(json_schema_extra=rules(*SAMPLING_RULES))
+
+    # Any other name is a 404 `model_not_found` (`Runtime.check_model`), as OpenAI answers.
+    model: str = Field(json_schema_extra=from_setting(enum="llm.served_model_name"))
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(default=None, ge=1)
-    stop: str | list[str] | None = None
+    max_tokens: int | None = Field(default=None, ge=1, json_schema_extra=TOKEN_LIMIT)
+    stop: str | list[str] | None = Field(default=None, json_schema_extra={
+        "minLength": 1, "maxItems": MAX_STOP, "items": {"type": "string", "minLength": 1}})
     seed: int | None = Field(default=None, ge=-MAX_SEED - 1, le=MAX_SEED)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -94,7 +111,9 @@ class SamplingFields(StrictModel):
     repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0, allow_inf_nan=False)
     top_k: int | None = Field(default=None, ge=-1, description="0 or -1: all tokens (vLLM extension)")
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, float] | None = Field(default=None, json_schema_extra={
+        "maxProperties": MAX_LOGIT_BIAS, "propertyNames": {"pattern": "^[0-9]+$"},
+        "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100}})
     user: Annotated[str | None, UserCheck] = Field(default=None, min_length=1, max_length=MAX_USER_CHARS)
 
     @field_validator("stop")
@@ -118,7 +137,7 @@ class SamplingFields(StrictModel):
             return None
         if len(v) > MAX_LOGIT_BIAS:
             raise ValueError(f"at most {MAX_LOGIT_BIAS} tokens may be biased")
-        if any(not key.isdigit() for key in v):
+        if any(not (key.isascii() and key.isdigit()) for key in v):  # not "²": int() refuses it
             raise ValueError("keys must be token ids (non-negative integers)")
         if any(not -100.0 <= bias <= 100.0 for bias in v.values()):
             raise ValueError("biases must be between -100 and 100")

@@ -31,8 +31,9 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, GetJsonSchemaHandler, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +53,18 @@ def empty(value: Any, _: Mapping[str, Any]) -> bool:
     return value is None or value == [] or value == {}
 
 
-def one_of(*allowed: Any) -> NoOp:
+EMPTY_VALUES = {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0}, {"type": "object", "maxProperties": 0}]}
+
+
+class one_of:  # a predicate, named like `empty` and `without_tools`
     """null or one of the values that ask for nothing (`"none"`, `["text"]`)."""
-    return lambda value, _: value is None or value in allowed
+
+    def __init__(self, *allowed: Any) -> None:
+        self.allowed = allowed
+        self.schema = {"enum": [None, *allowed]}
+
+    def __call__(self, value: Any, _: Mapping[str, Any]) -> bool:
+        return value is None or any(type(value) is type(a) and value == a for a in self.allowed)
 
 
 def without_tools(value: Any, body: Mapping[str, Any]) -> bool:
@@ -68,10 +78,13 @@ def field_error(kind: str, param: str, reason: str) -> PydanticCustomError:
 
 
 class Unsupported:
-    """A field OpenAI defines and memserve refuses, with the values that are no-ops."""
+    """A field OpenAI defines and memserve refuses, with the values that are no-ops
+    (`accepts`: those values as a JSON Schema, for the OpenAPI document)."""
 
-    def __init__(self, reason: str, no_op: NoOp = empty) -> None:
+    def __init__(self, reason: str, no_op: NoOp = empty, accepts: dict[str, Any] | None = None) -> None:
         self.reason, self.no_op = reason, no_op
+        self.accepts = accepts if accepts is not None else (
+            EMPTY_VALUES if no_op is empty else no_op.schema if isinstance(no_op, one_of) else {})
 
 
 _NO_TOOLS = "the served model has no tool-call parser, so memserve does not do tool or function calling"
@@ -96,8 +109,10 @@ CHAT_FIELDS: dict[str, Unsupported] = {
 
 COMPLETION_FIELDS: dict[str, Unsupported] = {
     "suffix": Unsupported("insertion (text after the completion) is not supported", one_of("")),
+    # As the schema says it (`protocol.openai.CompletionRequest`): null, or an integer equal to n.
     "best_of": Unsupported("best_of (server-side candidates ranked by likelihood) is not supported; use n",
-                           lambda value, body: value is None or value == body.get("n", 1)),
+                           lambda value, body: value is None or (type(value) is int and value == body.get("n", 1)),
+                           {"type": ["integer", "null"]}),
 }
 
 MESSAGE_FIELDS: dict[str, Unsupported] = {
@@ -115,10 +130,25 @@ class StrictModel(BaseModel):
     Subclasses set `unsupported` (refused unless a no-op) and `ignored` (dropped, logged).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    # JSON's types, as the schema says (no "5" for 5, no 0 for false); NaN and Infinity are not JSON.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     unsupported: ClassVar[Mapping[str, Unsupported]] = {}
     ignored: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """The schema names the fields taken only as no-ops, and the ignored ones, too: a
+        request that sends them is valid (`extra="forbid"` alone would say it is not)."""
+        json_schema = handler(schema)
+        properties = handler.resolve_ref_schema(json_schema).setdefault("properties", {})
+        for name, rule in cls.unsupported.items():
+            properties.setdefault(name, {**rule.accepts, "description": f"not supported: {rule.reason}; accepted "
+                                                                        "only as a value that asks for nothing"})
+        for name in sorted(cls.ignored):
+            properties.setdefault(name, {"description": "accepted and ignored: an OpenAI platform setting that "
+                                                        "cannot change an answer here"})
+        return json_schema
 
     @model_validator(mode="before")
     @classmethod

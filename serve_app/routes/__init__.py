@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from serve_app.routes import admin, documents, memories, openai, websocket
+from serve_app.routes import admin, documents, memories, openai, tenants, websocket
 
-ROUTERS: tuple[APIRouter, ...] = (openai.router, memories.router, documents.router, admin.router, websocket.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    openai.router, memories.router, documents.router, admin.router, tenants.router, websocket.router,
+)
 
 __all__ = ["ROUTERS"]

@@ -5,6 +5,8 @@ that a memory exists under someone else. Literal paths (`stats`, `consolidation`
 declared before `/v1/memories/{memory_id}`, which would otherwise capture them.
 Every route is a `StrictRoute`: an unknown body field (or `filters` key) is a 400
 `unknown_parameter` naming it, and no integer reaches the store above `MAX_SEQ`.
+User ids are the caller's tenant's: `rt.namespace` makes them stored names
+(`serve_app.tenants`), and responses show the caller's own id.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ from serve_app.protocol import (
     MemoryWriteResult,
     SearchMemoriesRequest,
     SearchMemoriesResponse,
+    Tier,
     UpdatedResponse,
     UpdateMemoryRequest,
     UserCheck,
 )
+from serve_app.protocol.rules import digits_at_most
 from serve_app.routes.validation import StrictRoute
-from serve_app.runtime import RuntimeDep
+from serve_app.runtime import AdminDep, PrincipalDep, RuntimeDep
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +50,8 @@ UserPath = Annotated[str, Path(min_length=1, max_length=MAX_USER_CHARS), UserChe
 
 
 def _check_cursor(cursor: str | None) -> str | None:
-    """19 digits can still exceed SQLite's integer; the pattern bounds the length only."""
+    """19 digits can still exceed SQLite's integer; the pattern checked bounds the length only
+    (the schema's states both)."""
     if cursor is not None and int(cursor) > MAX_SEQ:
         raise ValueError(f"cursor may not exceed {MAX_SEQ}")
     return cursor
@@ -55,7 +60,8 @@ def _check_cursor(cursor: str | None) -> str | None:
 # A `next_cursor` from an earlier page: a row id, at most 2**63-1 (19 digits).
 CursorQuery = Annotated[
     str | None,
-    Query(pattern=r"^[0-9]{1,19}$", description=f"a next_cursor from an earlier page (at most {MAX_SEQ})"),
+    Query(pattern=r"^[0-9]{1,19}$", description=f"a next_cursor from an earlier page (at most {MAX_SEQ})",
+          json_schema_extra={"pattern": digits_at_most(MAX_SEQ)}),  # both checks, as one pattern
     AfterValidator(_check_cursor),
 ]
 
@@ -66,48 +72,60 @@ async def add_memories(body: AddMemoriesRequest, rt: RuntimeDep) -> AddMemoriesR
     limit = rt.settings.memory.max_text_chars
     if any(len(m.text) > limit for m in items):
         raise APIError(400, f"memory text is longer than {limit} characters", "text")
-    written = await rt.memory.add(body.user, items, dedup=body.dedup)
+    if body.tier is not None:  # with `memories`, each names its own; a bad one is still a 400
+        rt.memory.tiers.check(body.tier)
+    written = await rt.memory.add(rt.namespace.user(body.user), items, dedup=body.dedup)
     results = [MemoryWriteResult(id=o.id, event=o.event, reason=o.reason, merged_into=o.merged_into)
                for o in written.outcomes]
     return AddMemoriesResponse(ids=written.ids, seq=written.seq, results=results)
 
 
-@router.post("/v1/memories/search", response_model=SearchMemoriesResponse)
+@router.post("/v1/memories/search", response_model=SearchMemoriesResponse, responses={
+    409: {"description": "`min_seq` is beyond the latest write's seq: no write has answered with it yet"}})
 async def search_memories(body: SearchMemoriesRequest, rt: RuntimeDep) -> SearchMemoriesResponse:
-    return SearchMemoriesResponse(results=await rt.memory.search(body))
+    if body.min_seq and body.min_seq > (latest := await rt.memory.last_seq()):
+        # No write has answered with it (yet): waiting would only time out, seconds later.
+        raise APIError(409, f"min_seq {body.min_seq} is beyond the latest write's seq ({latest})", "min_seq",
+                       "seq_not_reached")
+    return SearchMemoriesResponse(results=await rt.memory.search(rt.namespace.scoped(body)))
 
 
 @router.get("/v1/memories", response_model=MemoryList)
 async def list_memories(
     rt: RuntimeDep,
     user: UserQuery,
-    tier: Annotated[str | None, Query()] = None,
+    tier: Annotated[Tier | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: CursorQuery = None,
 ) -> MemoryList:
-    data, next_cursor = await rt.memory.page(user, tier, limit, cursor)
+    data, next_cursor = await rt.memory.page(rt.namespace.user(user), tier, limit, cursor)
     return MemoryList(data=data, next_cursor=next_cursor)
 
 
 @router.get("/v1/memories/stats")
 async def memory_stats(user: UserQuery, rt: RuntimeDep) -> dict[str, Any]:
-    return await rt.memory.stats(user)
+    return {**await rt.memory.stats(rt.namespace.user(user)), "user": user}
 
 
 @router.post("/v1/memories/consolidate")
-async def consolidate(rt: RuntimeDep, body: ConsolidateRequest | None = None) -> dict[str, Any]:
-    run = await rt.clients.consolidator.run(body.user if body else None)
-    return {"run": run, "stats": await rt.clients.consolidator.stats()}
+async def consolidate(rt: RuntimeDep, caller: PrincipalDep, body: ConsolidateRequest | None = None) -> dict[str, Any]:
+    """One user of the caller's tenant; every user of every tenant needs an admin key, and
+    only admins see the Consolidator's counters (they add up every tenant's users)."""
+    if (body is None or body.user is None) and not caller.admin:
+        raise APIError(403, "consolidating every user needs an admin API key; name a user", "user", "admin_required")
+    run = await rt.clients.consolidator.run(rt.namespace.user(body.user) if body and body.user else None)
+    return {"run": run, "stats": await rt.clients.consolidator.stats() if caller.admin else None}
 
 
 @router.get("/v1/memories/consolidation")
-async def consolidation_stats(rt: RuntimeDep) -> dict[str, Any]:
+async def consolidation_stats(rt: RuntimeDep, _: AdminDep) -> dict[str, Any]:
+    """Counters over every tenant's users: admin only."""
     return await rt.clients.consolidator.stats()
 
 
 @router.get("/v1/memories/{memory_id}")
 async def get_memory(memory_id: str, user: UserQuery, rt: RuntimeDep) -> Any:
-    record = await rt.memory.get(user, memory_id)
+    record = await rt.memory.get(rt.namespace.user(user), memory_id)
     if record is None:
         raise _no_memory(memory_id)
     return record
@@ -115,7 +133,9 @@ async def get_memory(memory_id: str, user: UserQuery, rt: RuntimeDep) -> Any:
 
 @router.patch("/v1/memories/{memory_id}", response_model=UpdatedResponse)
 async def update_memory(memory_id: str, body: UpdateMemoryRequest, rt: RuntimeDep) -> UpdatedResponse:
-    updated = await rt.memory.update(memory_id, body)
+    if body.text is not None and len(body.text) > rt.settings.memory.max_text_chars:
+        raise APIError(400, f"memory text is longer than {rt.settings.memory.max_text_chars} characters", "text")
+    updated = await rt.memory.update(memory_id, rt.namespace.scoped(body))
     if updated is None:
         raise _no_memory(memory_id)
     record, seq = updated
@@ -124,7 +144,7 @@ async def update_memory(memory_id: str, body: UpdateMemoryRequest, rt: RuntimeDe
 
 @router.get("/v1/memories/{memory_id}/history", response_model=HistoryResponse)
 async def memory_history(memory_id: str, user: UserQuery, rt: RuntimeDep) -> HistoryResponse:
-    events = await rt.memory.history(user, memory_id)
+    events = await rt.memory.history(rt.namespace.user(user), memory_id)
     if not events:
         raise _no_memory(memory_id)
     history = [HistoryEntry(**{f: getattr(e, f) for f in HistoryEntry.model_fields}) for e in events]
@@ -133,12 +153,12 @@ async def memory_history(memory_id: str, user: UserQuery, rt: RuntimeDep) -> His
 
 @router.delete("/v1/users/{user}", response_model=ForgetResponse)
 async def forget_user(user: UserPath, rt: RuntimeDep) -> ForgetResponse:
-    return ForgetResponse(user=user, seq=await rt.memory.forget(user))
+    return ForgetResponse(user=user, seq=await rt.memory.forget(rt.namespace.user(user)))
 
 
 @router.delete("/v1/memories/{memory_id}", response_model=DeletedResponse)
 async def delete_memory(memory_id: str, user: UserQuery, rt: RuntimeDep) -> DeletedResponse:
-    seq = await rt.memory.delete(user, memory_id)
+    seq = await rt.memory.delete(rt.namespace.user(user), memory_id)
     if seq is None:
         raise _no_memory(memory_id)
     return DeletedResponse(id=memory_id, seq=seq)

@@ -3,6 +3,8 @@
 Stock OpenAI clients call these unchanged; memory, products and sources ride along in
 the `memserve` object the pipeline fills in. Every route is a `StrictRoute`: a field a
 request may not carry is a 400 naming it (`unknown_parameter`, `unsupported_parameter`).
+`user` names a user of the caller's tenant: the pipeline gets the stored name
+(`rt.namespace.scoped`), and runs with the tenant's cache, knowledge and catalog.
 """
 
 from __future__ import annotations
@@ -18,9 +20,13 @@ from fastapi.responses import StreamingResponse
 from serve_app.chat.pipeline import Prepared
 from serve_app.errors import APIError
 from serve_app.generation import GenerationResult
+from serve_app.openapi import event_stream
 from serve_app.protocol import (
+    ChatCompletionChunk,
     ChatCompletionRequest,
+    ChatCompletionResponse,
     CompletionRequest,
+    CompletionResponse,
     EmbeddingData,
     EmbeddingRequest,
     EmbeddingResponse,
@@ -57,17 +63,19 @@ async def retrieve_model(model_id: str, rt: RuntimeDep) -> ModelCard:
     raise APIError(404, f"The model `{model_id}` does not exist.", "model", "model_not_found")
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=event_stream(ChatCompletionChunk))
 async def chat_completions(body: ChatCompletionRequest, rt: RuntimeDep) -> Any:
     rt.check_model(body.model)
-    return await _answer(rt, await rt.pipeline.prepare_chat(body), body)
+    _check_budget(rt, max_tokens=body.max_tokens, max_completion_tokens=body.max_completion_tokens)
+    return await _answer(rt, await rt.pipeline.prepare_chat(rt.namespace.scoped(body)), body)
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", response_model=CompletionResponse, responses=event_stream(CompletionResponse))
 async def completions(body: CompletionRequest, rt: RuntimeDep) -> Any:
     rt.check_model(body.model)
+    _check_budget(rt, max_tokens=body.max_tokens)
     echo = cast(str, body.prompt) if body.echo else None  # the validator made it one str
-    return await _answer(rt, await rt.pipeline.prepare_completion(body), body, echo)
+    return await _answer(rt, await rt.pipeline.prepare_completion(rt.namespace.scoped(body)), body, echo)
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingResponse)
@@ -82,6 +90,16 @@ async def embeddings(body: EmbeddingRequest, rt: RuntimeDep) -> EmbeddingRespons
     data = [EmbeddingData(index=i, embedding=_encode_vector(v, body.encoding_format)) for i, v in enumerate(vectors)]
     usage = EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
     return EmbeddingResponse(data=data, model=body.model, usage=usage)
+
+
+def _check_budget(rt: Runtime, **budgets: int | None) -> None:
+    """No answer is longer than the model's context: a bigger budget is a 400 up front (the
+    schema's `maximum`), whichever of the two fields says it."""
+    limit = rt.settings.llm.max_model_len
+    for field, budget in budgets.items():
+        if budget is not None and budget > limit:
+            raise APIError(400, f"{field}: {budget} is more than the model's context ({limit} tokens)", field,
+                           "context_length_exceeded")
 
 
 async def _answer(

@@ -6,7 +6,8 @@ completion shape, when asked for), then a `done` event with usage, `finish_reaso
 choice 0) and `finish_reasons` (of each choice, for `n` > 1) and the `memserve` info.
 A bad message gets an error event (mapped by `serve_app.errors.to_error`, as an HTTP
 error would be, with the field named as `serve_app.routes.validation` names it) and the
-connection stays open for the next one.
+connection stays open for the next one. The socket runs as its caller's tenant
+(`RuntimeDep`, from the key checked at the handshake): `user` is a user of that tenant.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from serve_app.generation import GenerationChunk
 from serve_app.protocol import ChatCompletionRequest, ChatLogprobs
 from serve_app.responses import usage_of
 from serve_app.routes.validation import parse_request
-from serve_app.runtime import Runtime
+from serve_app.runtime import Runtime, RuntimeDep
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +30,8 @@ router = APIRouter(tags=["websocket"])
 
 
 @router.websocket("/ws/chat")
-async def ws_chat(websocket: WebSocket) -> None:
-    await chat_socket(websocket, websocket.app.state.runtime)
+async def ws_chat(websocket: WebSocket, rt: RuntimeDep) -> None:
+    await chat_socket(websocket, rt)
 
 
 async def chat_socket(websocket: WebSocket, rt: Runtime) -> None:
@@ -47,7 +48,7 @@ async def chat_socket(websocket: WebSocket, rt: Runtime) -> None:
 async def _chat(websocket: WebSocket, rt: Runtime, raw: str) -> None:
     body = parse_request(ChatCompletionRequest, raw)
     rt.check_model(body.model)
-    prepared = await rt.pipeline.prepare_chat(body)
+    prepared = await rt.pipeline.prepare_chat(rt.namespace.scoped(body))
     last = {i: GenerationChunk(text="", index=i) for i in range(prepared.choices)}
     async for chunk in rt.pipeline.stream(prepared):
         last[chunk.index] = chunk

@@ -80,3 +80,21 @@ def test_consolidation_runs_on_demand(http: httpx.Client) -> None:
     result = http.post("/v1/memories/consolidate", json={"user": user}).json()
     assert set(result["run"]) == {"users", "expired", "promoted", "evicted"} and result["run"]["users"] == 1
     assert result["stats"]["runs"] >= 1
+
+
+def test_long_memories_are_trimmed_to_the_window_not_a_400(http: httpx.Client) -> None:
+    """20 memories of ~250 tokens each would take ~5,000 tokens of the 2,048-token window:
+    the real engine's tokenizer fits what it can, the question stays whole, and the
+    response says how many memories were left out."""
+    user = f"gus-{uuid.uuid4().hex[:8]}"
+    story = "we walked along the river, fed the ducks, talked about books and old friends, and "
+    memories = [{"text": f"Diary {i}: on day {i} of the trip " + story * 14} for i in range(20)]
+    assert http.post("/v1/memories", json={"user": user, "memories": memories, "dedup": False}).status_code == 200
+    chat = {"model": MODEL, "user": user, "max_tokens": 8, "memserve": {"k": 20, "write_back": False, "cache": False},
+            "messages": [{"role": "user", "content": "Where did we walk?"}]}
+    answer = http.post("/v1/chat/completions", json=chat)
+    assert answer.status_code == 200, answer.text
+    info = answer.json()["memserve"]
+    assert info["trimmed"]["memories"] > 0 and len(info["memories"]) > 0
+    assert len(info["memories"]) + info["trimmed"]["memories"] == 20
+    assert answer.json()["usage"]["prompt_tokens"] <= 2048 - 8

@@ -65,6 +65,18 @@ async def test_clear_one_scope(make_cache) -> None:  # type: ignore[no-untyped-d
     assert await cache.clear() == 1
 
 
+async def test_clearing_a_scope_with_glob_characters_clears_only_it(make_cache) -> None:  # type: ignore[no-untyped-def]
+    """Redis MATCH is a glob: an unescaped `user:*` scope would clear every user's answers."""
+    cache = make_cache()
+    for scope in ("user:*", "user:a", "user:[ab]", "user:b"):
+        await cache.put(f"{scope}:1:x", {"v": scope})
+    assert await cache.clear("user:*") == 1
+    assert await cache.clear("user:[ab]") == 1
+    assert (await cache.get("user:a:1:x")).value == {"v": "user:a"}
+    assert (await cache.get("user:b:1:x")).value == {"v": "user:b"}
+    assert await cache.get("user:*:1:x") is None
+
+
 async def test_semantic_hits_stay_in_their_group(make_cache) -> None:  # type: ignore[no-untyped-def]
     cache = make_cache()
     await cache.put("user:a:1:q1", {"answer": "a's"}, group="user:a:1:g", vector=unit(1, 0, 0))
