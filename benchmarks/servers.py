@@ -97,7 +97,7 @@ def memserve(directory: Path, edit: ConfigEdit | None = None, env: dict[str, str
     """`serve run` of configs/local.yaml (after `edit`); yields the base URL once a chat is answered."""
     port = free_port()
     log = directory / f"memserve-{port}.log"
-    env = {**serve_env.private_to(directory / f"serve-{port}"), **(env or {})}  # as `make run` starts
+    env = {**serve_env.private(), **(env or {})}  # as `make run` starts
     process = launch([str(BIN / "serve"), "run", str(memserve_config(directory, port, edit))], log, env)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -221,6 +221,10 @@ class ServerSettings(_Section):
     search_timeout_s: float = 5.0
     cache_timeout_s: float = 1.0
     decision_timeout_s: float = 2.0
+    # How long a chat waits for the LLM to start its answer (queueing for a slot included;
+    # while no LLM replica is up, e.g. its engine restarting, the handle waits for one):
+    # past it the answer is a 503 `unavailable` with Retry-After, never an endless wait.
+    generation_start_timeout_s: float = Field(default=60.0, gt=0)
     # Independent stages run concurrently; false runs them one after another (for
     # benchmarks and debugging; a request may also send memserve.fanout).
     fanout: bool = True

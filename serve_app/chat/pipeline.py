@@ -27,6 +27,7 @@ from serve_app.chat.prompting import generation_request, write_back_item
 from serve_app.chat.stages import ChatStages, Context, Snapshot
 from serve_app.chat.trace import Trace
 from serve_app.clients import CacheClient, GeneratorClient
+from serve_app.clients.endpoint import StageUnavailable
 from serve_app.core.budget import Trimmed
 from serve_app.core.metrics import Metrics
 from serve_app.core.response_cache import CacheHit
@@ -159,7 +160,8 @@ class ChatPipeline:
         stored = False
         try:
             started = time.perf_counter()
-            async for chunk in _refusals_as_400(self.generator.stream(p.generation)):
+            chunks_of = _refusals_as_400(self.generator.stream(p.generation))
+            async for chunk in _first_within(chunks_of, self.settings.server.generation_start_timeout_s):
                 if chunk.trimmed is not None:
                     _note_trimmed(p.info, chunk.trimmed)
                 if not chunks:
@@ -225,6 +227,21 @@ def _replay(cached: GenerationResult) -> list[GenerationChunk]:
     chunks = [GenerationChunk(text=text) for text in cached.chunks]
     return [*chunks, GenerationChunk(text="", finish_reason=cached.finish_reason,
                                      prompt_tokens=cached.prompt_tokens, completion_tokens=cached.completion_tokens)]
+
+
+async def _first_within(chunks: AsyncIterator[GenerationChunk], seconds: float) -> AsyncIterator[GenerationChunk]:
+    """The chunks, if the first one comes within `seconds`; else a 503 `unavailable`."""
+    try:
+        first = await asyncio.wait_for(anext(chunks), seconds)
+    except StopAsyncIteration:
+        return
+    except TimeoutError:
+        await chunks.aclose()  # type: ignore[attr-defined]  # an async generator: cancels the call
+        raise StageUnavailable(f"the LLM did not start answering within {seconds:g} s", overloaded=False,
+                               retry_after_s=max(1.0, seconds / 4)) from None
+    yield first
+    async for chunk in chunks:
+        yield chunk
 
 
 def _note_trimmed(info: MemserveInfo, trimmed: Trimmed) -> None:

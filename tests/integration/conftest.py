@@ -81,7 +81,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     config = write_config(tmp, port, redis_url)
     log = tmp / "serve.log"
     env = {k: v for k, v in os.environ.items() if k != "MEMSERVE_API_KEYS"}  # an open app
-    env.update(HF_HUB_OFFLINE="1", RAY_DEDUP_LOGS="0", **serve_env.private_to(tmp))  # as `make run` starts
+    env.update(HF_HUB_OFFLINE="1", RAY_DEDUP_LOGS="0", **serve_env.private())  # as `make run` starts
     serve_bin = Path(sys.executable).with_name("serve")
     with log.open("wb") as out:
         process = subprocess.Popen(

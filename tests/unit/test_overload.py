@@ -14,6 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from serve_app.clients.endpoint import HandleEndpoint, StageUnavailable
 from serve_app.errors import to_error
 from serve_app.generation import GenerationChunk, GenerationRequest
+from serve_app.settings import AppSettings
 from tests.fakes import FakeGraph
 
 MODEL = "smollm2-135m-instruct"
@@ -87,3 +88,19 @@ async def test_the_handle_endpoint_turns_ray_refusals_into_stage_unavailable() -
             pass
     assert streamed.value.retry_after_s == 7
     assert to_error(streamed.value).response().headers["retry-after"] == "7"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_llm_that_does_not_start_answering_is_a_503_not_an_endless_wait(
+        client: TestClient, graph: FakeGraph, settings: AppSettings, stream: bool) -> None:
+    """While no LLM replica is up (its engine restarting), the call would wait for one
+    indefinitely; the first chunk has a deadline (`server.generation_start_timeout_s`)."""
+    settings.server.generation_start_timeout_s = 0.2
+    graph.llm.delay_s = 5.0
+    body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}],
+            "stream": stream, "memserve": {"cache": False}}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "unavailable" and int(response.headers["retry-after"]) >= 1
+    graph.llm.delay_s = 0.0
+    assert client.post("/v1/chat/completions", json=body).status_code == 200  # and it serves again
