@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_overload.py [--concurrency 128] [--repeats 2]
 
 Starts the app twice per repeat with `serve run` (one at a time: the machine has 2 cores),
-from configs/local.yaml as shipped (`shedding`: the LLM takes 16 streams plus 16 queued and
+from configs/local.yaml as shipped (`shedding`: the LLM takes 32 streams plus 16 queued and
 refuses the rest at once with 503 + Retry-After) and from the same file with the LLM's
 limits of the previous release (`queueing`: max_ongoing_requests 64, no queue limit). Each
 run sends a burst of streamed chats (48 tokens, cache and memory off, as a client that

@@ -4,7 +4,8 @@
 
 Each repeat measures, one engine resident at a time (two vLLM CPU engines on two cores
 inflate each other's latency several times over):
-  memserve  as `make run` starts it (configs/local.yaml, configs/serve.env); chats with
+  memserve  as `make run` starts it (configs/local.yaml, configs/serve.env; the LLM's
+            shedding limits raised to 64 + 64 streams, as `vllm serve` queues); chats with
             memory, cache and product decisions off (`memserve` field), so the prompt is
             exactly the user's and the difference is the serving path itself;
   vllm      vLLM's OpenAI server on the same model directory and engine settings;
@@ -204,13 +205,21 @@ async def engine_side(settings: AppSettings, levels: list[int], per_level: int) 
         engine.shutdown()
 
 
+def without_shedding(config: dict[str, Any]) -> None:
+    """The LLM deployment admits as many streams as `vllm serve` would queue: this run is
+    about the cost of the path, and the shipped config refuses load past 32 + 16 streams
+    (benchmarks/bench_overload.py measures that)."""
+    llm = next(d for d in config["applications"][0]["deployments"] if d["name"] == "LLM")
+    llm.update(max_ongoing_requests=64, max_queued_requests=64)
+
+
 def run_side(side: str, directory: Path, settings: AppSettings, levels: list[int], per_level: int,
              env: dict[str, str]) -> list[Level]:
     model = settings.llm.served_model_name
     if side == "engine":
         return asyncio.run(engine_side(settings, levels, per_level))
     if side in MEMSERVE_ENV:
-        server = servers.memserve(directory, env={**MEMSERVE_ENV[side], **env})
+        server = servers.memserve(directory, edit=without_shedding, env={**MEMSERVE_ENV[side], **env})
     else:
         server = servers.vllm_server(directory, settings.llm)
     with server as base:
