@@ -56,6 +56,7 @@ class Outcome:
     detail: str = ""
     code: str | None = None  # the error object's `code`
     retry_after: str | None = None
+    degraded: tuple[str, ...] = ()  # a chat answered without these stages (`memserve.degraded`)
 
     @property
     def took(self) -> float:
@@ -69,6 +70,12 @@ def _error_object(response: httpx.Response) -> dict[str, Any] | None:
         return None
     error = body.get("error") if isinstance(body, dict) else None
     return error if isinstance(error, dict) and "message" in error and "type" in error else None
+
+
+def _degraded(body: Any) -> tuple[str, ...]:
+    """The stages a chat answer (or one stream chunk) says it went on without."""
+    info = body.get("memserve") if isinstance(body, dict) else None
+    return tuple(info.get("degraded") or ()) if isinstance(info, dict) else ()
 
 
 @dataclass
@@ -122,9 +129,10 @@ class Traffic:
             return outcome, None
         ended = time.monotonic()
         if response.status_code == 200:
-            outcome = Outcome(kind, started, ended, 200, True, True)
+            body = response.json()
+            outcome = Outcome(kind, started, ended, 200, True, True, degraded=_degraded(body))
             self.outcomes.append(outcome)
-            return outcome, response.json()
+            return outcome, body
         error = _error_object(response)
         outcome = Outcome(kind, started, ended, response.status_code, False,
                           error is not None and response.status_code >= 400,
@@ -147,7 +155,8 @@ class Traffic:
             done = bool(events) and events[-1] == "[DONE]"
             errors = [e for e in events[:-1] if e.startswith('{"error"')]
             if done and not errors:
-                outcome = Outcome("stream", started, ended, 200, True, True)
+                degraded = tuple(stage for e in events[:-1] for stage in _degraded(json.loads(e)))
+                outcome = Outcome("stream", started, ended, 200, True, True, degraded=degraded)
             else:
                 message = json.loads(errors[0])["error"]["message"] if errors else f"stream cut short: {raw[-200:]!r}"
                 outcome = Outcome("stream", started, ended, 200, False, done and bool(errors), message,
