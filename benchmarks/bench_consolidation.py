@@ -39,6 +39,24 @@ def fill(store, user: str, n: int, rng: np.random.Generator) -> None:  # type: i
         store.record_access(user, [record.key] * int(rng.integers(0, 6)), time.time())
 
 
+def measure(entries: int, runs: int, backend: str, redis_url: str) -> tuple[list[float], list[int]]:
+    """Milliseconds of one `maintain_user` pass per run, each on a fresh store, and what it promoted."""
+    rng = np.random.default_rng(0)
+    timings, promoted = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in range(runs):
+            store = open_store(backend, sqlite_path=Path(tmp) / f"run{run}.sqlite3", redis_url=redis_url,
+                               redis_prefix=f"bench{uuid.uuid4().hex[:6]}")
+            fill(store, "bench", entries, rng)
+            maintainer = TierMaintainer(store, TierRegistry(default_tier_policies()), ConsolidationSettings(),
+                                        num_shards=2)
+            started = time.perf_counter()
+            result = maintainer.maintain_user("bench", now=time.time() + 3 * 24 * 3600)
+            timings.append((time.perf_counter() - started) * 1000)
+            promoted.append(result["promoted"])
+    return timings, promoted
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=1000)
@@ -46,19 +64,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "redis"], default="sqlite")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
-    timings, promoted = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for run in range(args.runs):
-            store = open_store(args.backend, sqlite_path=Path(tmp) / f"run{run}.sqlite3", redis_url=args.redis_url,
-                               redis_prefix=f"bench{uuid.uuid4().hex[:6]}")
-            fill(store, "bench", args.entries, rng)
-            maintainer = TierMaintainer(store, TierRegistry(default_tier_policies()), ConsolidationSettings(),
-                                        num_shards=2)
-            started = time.perf_counter()
-            result = maintainer.maintain_user("bench", now=time.time() + 3 * 24 * 3600)
-            timings.append((time.perf_counter() - started) * 1000)
-            promoted.append(result["promoted"])
+    timings, promoted = measure(args.entries, args.runs, args.backend, args.redis_url)
     print(f"consolidation of {args.entries} memories ({args.backend}), {args.runs} runs: "
           f"median {statistics.median(timings):.1f} ms, worst {max(timings):.1f} ms, "
           f"promotions per run {statistics.median(promoted):.0f}")

@@ -30,7 +30,10 @@ class CacheKeys:
 
 def cache_keys(chat: ChatInput, plan: Plan, memory_version: int, source_versions: list[int]) -> CacheKeys:
     scope = f"user:{plan.user}" if plan.memory else SHARED_SCOPE
-    payload = {**_request_payload(chat), "sources": source_versions}
+    # "last week" names other days tomorrow: the range the query resolved to is part of the key.
+    about = plan.time_range
+    recall = [plan.connections, None if about is None else [about.start, about.end, about.month]]
+    payload = {**_request_payload(chat), "sources": source_versions, "recall": recall}
     group = f"{scope}:{memory_version}:{digest({**payload, 'messages': None, 'prompt': None})}"
     return CacheKeys(cache_key(scope, memory_version, payload), group)
 

@@ -104,7 +104,7 @@ class ChatPipeline:
         return await self._prepare(ChatInput.of_completion(request))
 
     async def _prepare(self, chat: ChatInput) -> Prepared:
-        plan, trace = Plan.of(self.settings, chat.request), Trace()
+        plan, trace = Plan.of(self.settings, chat), Trace()
         for tier in plan.tiers or []:
             self.memory.tiers.check(tier)  # an unknown tier is the caller's mistake: 400
         snapshot = await self.stages.snapshot(plan, trace)

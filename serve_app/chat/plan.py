@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
+from serve_app.core.temporal import TimeRange, parse_time_query
 from serve_app.protocol import ChatCompletionRequest, CompletionRequest
 from serve_app.settings import AppSettings
 
@@ -43,10 +45,13 @@ class Plan:
     write_back: bool
     k: int
     tiers: list[str] | None
+    connections: int = 0  # connected memories to add after the top k (`include_connections`)
+    time_range: TimeRange | None = None  # the time the query names, preferred when ranking memories
 
     @classmethod
-    def of(cls, settings: AppSettings, request: Request) -> Plan:
-        opts = request.memserve
+    def of(cls, settings: AppSettings, chat: ChatInput, now: float | None = None) -> Plan:
+        """`now` anchors relative times in the query ("last week"); the request's time by default."""
+        request, opts = chat.request, chat.request.memserve
         memory = bool(request.user) and opts.memory
         write_back = opts.write_back if opts.write_back is not None else settings.memory.write_back
         return cls(
@@ -59,4 +64,7 @@ class Plan:
             write_back=memory and write_back,
             k=opts.k or settings.memory.default_k,
             tiers=list(opts.tiers) if opts.tiers else None,
+            connections=settings.memory.max_connections if memory and opts.include_connections else 0,
+            time_range=parse_time_query(chat.query, time.time() if now is None else now).range
+            if memory and settings.memory.scoring.time_boost else None,
         )

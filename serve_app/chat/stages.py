@@ -141,7 +141,8 @@ class ChatStages:
         if vector is None or plan.user is None:
             return []
         filters = SearchFilters(tiers=plan.tiers, min_similarity=self.settings.memory.min_similarity)
-        search = self.retriever.search(ShardQuery(plan.user, vector, plan.k, filters, query))
+        search = self.retriever.search(ShardQuery(plan.user, vector, plan.k, filters, query,
+                                                  time_range=plan.time_range, connections=plan.connections))
         return await trace.run("memory_search", search, self.settings.server.search_timeout_s) or []
 
     async def _knowledge(self, trace: Trace, query: str, vector: np.ndarray | None,

@@ -49,6 +49,9 @@ class MemserveOptions(StrictModel):
     k: int | None = Field(default=None, ge=1, le=MAX_K)
     write_back: bool | None = None
     tiers: list[Tier] | None = None
+    include_connections: bool = Field(default=False, description=(
+        "also put in the prompt up to memory.max_connections memories connected to the ones found "
+        "(the turns around them in their conversation, memories related to them)"))
     cache: bool = True
     products: bool = True
     knowledge: bool = True

@@ -99,3 +99,32 @@ async def test_cache_can_be_bypassed_per_request(
     await answer(pipeline, request)
     _, info = await answer(pipeline, request)
     assert not info.cached and graph.llm.generations == 2
+
+
+async def test_a_chat_naming_a_time_prefers_memories_of_that_time(
+    settings: AppSettings, graph: FakeGraph, memory: MemoryService, pipeline: ChatPipeline
+) -> None:
+    await memory.add("alice", [MemoryIn(text="I went hiking in the hills", occurred_at="2024-02-03T10:00:00"),
+                               MemoryIn(text="I went hiking by the lake", occurred_at="2023-05-10T10:00:00")])
+    ask = {"write_back": False, "k": 1, "cache": False}
+    _, plain = await answer(pipeline, chat("where did I go hiking in the hills or by the lake?", memserve=ask))
+    _, in_may = await answer(pipeline, chat("where did I go hiking in May 2023?", memserve=ask))
+    _, in_feb = await answer(pipeline, chat("where did I go hiking in February 2024?", memserve=ask))
+    assert len(plain.memories) == 1
+    assert [m.text for m in in_may.memories] == ["I went hiking by the lake"]
+    assert [m.text for m in in_feb.memories] == ["I went hiking in the hills"]
+
+
+async def test_include_connections_puts_the_turns_around_a_memory_in_the_prompt(
+    settings: AppSettings, graph: FakeGraph, memory: MemoryService, pipeline: ChatPipeline
+) -> None:
+    turns = ["Sam: shall we book the ferry to Skye?", "alice: yes, the one at nine", "Sam: done, see you at the pier"]
+    await memory.add("alice", [MemoryIn(text=t, session="trip") for t in turns])
+    ask = {"write_back": False, "k": 1}
+    result, alone = await answer(pipeline, chat("ferry to Skye", memserve=ask))
+    result, connected = await answer(pipeline, chat("ferry to Skye", memserve={**ask, "include_connections": True}))
+    assert [m.text for m in alone.memories] == [turns[0]]
+    assert [m.text for m in connected.memories][0] == turns[0]
+    assert turns[1] in [m.text for m in connected.memories]
+    assert turns[1] in result.text  # in the prompt, not only in the report
+    assert graph.llm.generations == 2  # the two requests do not share a cached answer
