@@ -86,7 +86,7 @@ def _facts(sample: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def corpus(data: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     """`n` memories: every conversation's turns first (as `locomo.py` sends them), then facts."""
     turns = [m for i, sample in enumerate(data) for m in _prefixed(locomo.memories_of(sample), f"c{i}-")]
-    items = turns + [fact for sample in data for fact in _facts(sample)]
+    items = turns + [fact for sample in data for fact in _facts(sample) if fact["text"].strip()]
     if len(items) < n:
         raise SystemExit(f"the dataset has {len(items)} memories; ask for at most that many")
     return items[:n]

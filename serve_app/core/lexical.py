@@ -12,6 +12,8 @@ import math
 import re
 from collections import Counter, defaultdict
 
+import numpy as np
+
 _WORD = re.compile(r"[a-z0-9]+")
 STOPWORDS = frozenset([
     "a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "can", "could", "did", "do", "does", "for",
@@ -36,49 +38,88 @@ def tokenize(text: str) -> list[str]:
 
 
 class BM25Index:
+    """Okapi BM25 over documents keyed by int. Each document has a row; each term's
+    postings are rows and term frequencies, turned into numpy arrays when a search first
+    needs them after a change. A search then scores a term's whole posting list in one
+    vectorised step: at 10,000 memories a query touches thousands of postings (a speaker's
+    name is in half of them), which a per-posting Python loop scores ~10x slower."""
+
     def __init__(self, k1: float = 1.2, b: float = 0.75) -> None:
         self.k1, self.b = k1, b
-        self._docs: dict[int, Counter[str]] = {}
-        self._lengths: dict[int, int] = {}
-        self._postings: defaultdict[str, set[int]] = defaultdict(set)
+        self._rows: dict[int, int] = {}  # key -> row
+        self._keys = np.zeros(0, dtype=np.int64)  # row -> key
+        self._lengths = np.zeros(0, dtype=np.float64)  # row -> document length in terms
+        self._terms: dict[int, Counter[str]] = {}  # row -> its terms, to remove them again
+        self._free: list[int] = []  # rows of removed documents, reused first
+        self._postings: defaultdict[str, dict[int, int]] = defaultdict(dict)  # term -> {row: tf}
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # term -> (rows, tf), built on demand
         self._total_length = 0
 
     def __len__(self) -> int:
-        return len(self._docs)
+        return len(self._rows)
 
     def upsert(self, key: int, text: str) -> None:
         self.remove(key)
         terms = Counter(tokenize(text))
-        self._docs[key] = terms
-        self._lengths[key] = sum(terms.values())
-        self._total_length += self._lengths[key]
-        for term in terms:
-            self._postings[term].add(key)
+        row = self._new_row(key)
+        self._terms[row] = terms
+        self._lengths[row] = sum(terms.values())
+        self._total_length += int(self._lengths[row])
+        for term, tf in terms.items():
+            self._postings[term][row] = tf
+            self._arrays.pop(term, None)
 
     def remove(self, key: int) -> None:
-        terms = self._docs.pop(key, None)
-        if terms is None:
+        row = self._rows.pop(key, None)
+        if row is None:
             return
-        self._total_length -= self._lengths.pop(key)
-        for term in terms:
+        self._total_length -= int(self._lengths[row])
+        self._lengths[row] = 0
+        for term in self._terms.pop(row):
             posting = self._postings[term]
-            posting.discard(key)
+            del posting[row]
+            self._arrays.pop(term, None)
             if not posting:
                 del self._postings[term]
+        self._free.append(row)
 
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
-        n = len(self._docs)
+        n = len(self._rows)
         if n == 0:
             return []
         avg_len = self._total_length / n or 1.0
-        scores: defaultdict[int, float] = defaultdict(float)
+        scores = np.zeros(len(self._keys), dtype=np.float64)
         for term in set(tokenize(query)):
-            posting = self._postings.get(term)
-            if not posting:
+            if term not in self._postings:
                 continue
-            idf = math.log(1 + (n - len(posting) + 0.5) / (len(posting) + 0.5))
-            for key in posting:
-                tf = self._docs[key][term]
-                norm = tf + self.k1 * (1 - self.b + self.b * self._lengths[key] / avg_len)
-                scores[key] += idf * tf * (self.k1 + 1) / norm
-        return sorted(scores.items(), key=lambda kv: kv[1], reverse=True)[:k]
+            rows, tf = self._posting(term)
+            idf = math.log(1 + (n - len(rows) + 0.5) / (len(rows) + 0.5))
+            norm = tf + self.k1 * (1 - self.b + self.b * self._lengths[rows] / avg_len)
+            scores[rows] += idf * tf * (self.k1 + 1) / norm
+        found = np.flatnonzero(scores)
+        if len(found) > k:
+            found = found[np.argpartition(-scores[found], k - 1)[:k]]
+        best = found[np.argsort(-scores[found], kind="stable")]
+        return [(int(self._keys[row]), float(scores[row])) for row in best]
+
+    def _posting(self, term: str) -> tuple[np.ndarray, np.ndarray]:
+        arrays = self._arrays.get(term)
+        if arrays is None:
+            posting = self._postings[term]
+            arrays = (np.fromiter(posting.keys(), dtype=np.int64, count=len(posting)),
+                      np.fromiter(posting.values(), dtype=np.float64, count=len(posting)))
+            self._arrays[term] = arrays
+        return arrays
+
+    def _new_row(self, key: int) -> int:
+        if self._free:
+            row = self._free.pop()
+        else:
+            row = len(self._rows)
+            if row >= len(self._keys):  # grow by doubling: amortised O(1) per document
+                size = max(16, 2 * len(self._keys))
+                self._keys = np.resize(self._keys, size)
+                self._lengths = np.concatenate([self._lengths, np.zeros(size - len(self._lengths), np.float64)])
+        self._rows[key] = row
+        self._keys[row] = key
+        return row

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import math
+import random
+
 from serve_app.core.lexical import BM25Index, tokenize
 
 
@@ -20,3 +23,41 @@ def test_rare_terms_outrank_common_ones_and_updates_apply() -> None:
     index.remove(1)
     assert [k for k, _ in index.search("dog", 5)] == []
     assert len(index) == 2
+
+
+def reference_bm25(docs: dict[int, str], query: str, k1: float = 1.2, b: float = 0.75) -> dict[int, float]:
+    """Okapi BM25 written out term by term, document by document."""
+    terms = {key: tokenize(text) for key, text in docs.items()}
+    avg = sum(len(t) for t in terms.values()) / len(terms)
+    scores: dict[int, float] = {}
+    for term in set(tokenize(query)):
+        having = [key for key, t in terms.items() if term in t]
+        idf = math.log(1 + (len(terms) - len(having) + 0.5) / (len(having) + 0.5))
+        for key in having:
+            tf = terms[key].count(term)
+            scores[key] = scores.get(key, 0.0) + idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(terms[key]) / avg))
+    return scores
+
+
+def test_scores_match_bm25_through_adds_updates_and_removes() -> None:
+    rng = random.Random(3)
+    words = ["alpha", "beta", "gamma", "delta", "river", "stone", "Caroline", "Melanie", "painted", "paintings",
+             "dog", "7", "2023"]
+    index, docs = BM25Index(), dict[int, str]()
+    for step in range(600):
+        key = rng.randrange(150)
+        if rng.random() < 0.25:
+            index.remove(key)
+            docs.pop(key, None)
+        else:
+            docs[key] = " ".join(rng.choice(words) for _ in range(rng.randint(1, 12)))
+            index.upsert(key, docs[key])
+        if step % 50 == 49:
+            query = " ".join(rng.sample(words, 3))
+            expected = reference_bm25(docs, query)
+            got = dict(index.search(query, len(docs)))
+            assert got.keys() == {key for key, score in expected.items() if score > 0}
+            assert all(abs(got[key] - expected[key]) < 1e-3 * max(1.0, expected[key]) for key in got)
+            top = index.search(query, 5)
+            assert [s for _, s in top] == sorted((s for _, s in top), reverse=True) and len(top) <= 5
+    assert len(index) == len(docs)
