@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,7 +209,7 @@ class ChatPipeline:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
 
-async def _refusals_as_400(chunks: AsyncIterator[GenerationChunk]) -> AsyncIterator[GenerationChunk]:
+async def _refusals_as_400(chunks: AsyncIterator[GenerationChunk]) -> AsyncGenerator[GenerationChunk, None]:
     """The engine refusing a sampling parameter (checked where the vocabulary and limits
     are known) is the caller's 400 naming it, not a server error. It arrives before the
     first chunk, so a streamed request still gets a proper 4xx."""
@@ -229,14 +229,15 @@ def _replay(cached: GenerationResult) -> list[GenerationChunk]:
                                      prompt_tokens=cached.prompt_tokens, completion_tokens=cached.completion_tokens)]
 
 
-async def _first_within(chunks: AsyncIterator[GenerationChunk], seconds: float) -> AsyncIterator[GenerationChunk]:
+async def _first_within(
+        chunks: AsyncGenerator[GenerationChunk, None], seconds: float) -> AsyncIterator[GenerationChunk]:
     """The chunks, if the first one comes within `seconds`; else a 503 `unavailable`."""
     try:
         first = await asyncio.wait_for(anext(chunks), seconds)
     except StopAsyncIteration:
         return
     except TimeoutError:
-        await chunks.aclose()  # type: ignore[attr-defined]  # an async generator: cancels the call
+        await chunks.aclose()  # cancels the call to the LLM
         raise StageUnavailable(f"the LLM did not start answering within {seconds:g} s", overloaded=False,
                                retry_after_s=max(1.0, seconds / 4)) from None
     yield first
