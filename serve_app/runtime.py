@@ -114,7 +114,11 @@ def _wire(tenancy: Tenancy, ns: Namespace) -> Runtime:
                    knowledge=knowledge, metrics=metrics, started=tenancy.started, tenancy=tenancy, namespace=ns)
 
 
-def principal(conn: HTTPConnection) -> Principal:
+# The dependencies below are `async def` though they never wait: FastAPI runs a plain `def`
+# dependency in a worker thread, a thread hop per dependency on every request.
+
+
+async def principal(conn: HTTPConnection) -> Principal:
     """The caller, as the auth middleware (`serve_app.auth`) found it."""
     found = conn.scope.get(PRINCIPAL_KEY)
     if isinstance(found, Principal):
@@ -128,16 +132,16 @@ def principal(conn: HTTPConnection) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(principal)]
 
 
-def runtime(conn: HTTPConnection) -> Runtime:
+async def runtime(conn: HTTPConnection) -> Runtime:
     """The runtime of the caller's tenant."""
     rt: Runtime = conn.app.state.runtime
-    return rt.for_tenant(principal(conn).tenant)
+    return rt.for_tenant((await principal(conn)).tenant)
 
 
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
 
 
-def admin(caller: PrincipalDep) -> Principal:
+async def admin(caller: PrincipalDep) -> Principal:
     """Admin routes: a key of a tenant with `admin: true` (any caller when auth is off)."""
     if not caller.admin:
         raise APIError(403, "this endpoint needs an admin API key", code="admin_required")
