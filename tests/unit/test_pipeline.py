@@ -124,7 +124,7 @@ async def test_include_connections_puts_the_turns_around_a_memory_in_the_prompt(
     result, alone = await answer(pipeline, chat("ferry to Skye", memserve=ask))
     result, connected = await answer(pipeline, chat("ferry to Skye", memserve={**ask, "include_connections": True}))
     assert [m.text for m in alone.memories] == [turns[0]]
-    assert [m.text for m in connected.memories][0] == turns[0]
+    assert connected.memories[0].text == turns[0]
     assert turns[1] in [m.text for m in connected.memories]
     assert turns[1] in result.text  # in the prompt, not only in the report
     assert graph.llm.generations == 2  # the two requests do not share a cached answer
