@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from serve_app.clients import CacheClient, EmbedderClient, RetrieverClient
+from serve_app.clients.endpoint import within
 from serve_app.core.conversation import index_text
 from serve_app.core.retrieval import NearMemory, SearchFilters, ShardQuery
 from serve_app.core.store import HistoryEvent, MemoryPatch, MemoryRecord, MemoryStore, NewMemory
@@ -88,9 +89,10 @@ def _different_sessions(a: str | None, b: str | None) -> bool:
 class MemoryService:
     def __init__(
         self, store: MemoryStore, embedder: EmbedderClient, retriever: RetrieverClient, cache: CacheClient,
-        settings: MemorySettings,
+        settings: MemorySettings, search_deadline_s: float = 10.0,
     ) -> None:
         self.store = store
+        self.search_deadline_s = search_deadline_s
         self.embedder = embedder
         self.retriever = retriever
         self.cache = cache
@@ -271,6 +273,11 @@ class MemoryService:
         return await asyncio.to_thread(self.store.last_seq, None)
 
     async def search(self, request: SearchMemoriesRequest) -> list[SearchResult]:
+        """The user's memories for a query, within `search_deadline_s` (embedding and the
+        shard's search together), else a 503 to retry (`within`)."""
+        return await within(self._search(request), self.search_deadline_s, "the memory search")
+
+    async def _search(self, request: SearchMemoriesRequest) -> list[SearchResult]:
         f = request.filters
         filters = SearchFilters(
             tiers=[self.tiers.check(t) for t in request.tiers] if request.tiers else None,

@@ -103,7 +103,8 @@ def _wire(tenancy: Tenancy, ns: Namespace) -> Runtime:
     settings, store, metrics = tenancy.settings, tenancy.store, tenancy.metrics
     clients = replace(tenancy.clients, cache=tenancy.clients.cache.scoped(ns.cache_prefix),
                       embedder=tenancy.clients.embedder.scoped(ns.embedding_namespace))
-    memory = MemoryService(store, clients.embedder, clients.retriever, clients.cache, settings.memory)
+    memory = MemoryService(store, clients.embedder, clients.retriever, clients.cache, settings.memory,
+                           settings.server.embed_timeout_s + settings.server.search_timeout_s)
     catalog = CatalogService(store, clients.embedder, settings.embedder.dimension, ns.space(CATALOG_SPACE))
     knowledge = KnowledgeService(store, clients.embedder, clients.retriever, settings.documents, ns)
     decisions = DecisionService(settings.decision, clients.embedder, catalog)

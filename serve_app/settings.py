@@ -217,6 +217,7 @@ class ServerSettings(_Section):
     max_body_bytes: int = 2 * 1024 * 1024
     system_prompt: str = "You are a helpful assistant. Answer briefly and accurately."
     # Per-stage deadlines (seconds); a late stage degrades the answer instead of failing it.
+    # `POST /v1/memories/search` has their sum (embedding and search); past it, a 503.
     embed_timeout_s: float = 5.0
     search_timeout_s: float = 5.0
     cache_timeout_s: float = 1.0

@@ -9,9 +9,10 @@ plugs transports in under one client.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, Protocol, TypeVar
 
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
@@ -32,6 +33,20 @@ class StageUnavailable(Exception):
         if isinstance(exc, BackPressureError):
             return cls(exc.message, overloaded=True, retry_after_s=exc.retry_after_s)
         return cls(exc.message, overloaded=False)
+
+
+T = TypeVar("T")
+
+
+async def within(work: Awaitable[T], seconds: float, what: str) -> T:
+    """`work`, or StageUnavailable (a 503 to retry) once it has taken `seconds`. A call to
+    a replica on a node that just died answers nothing until Ray notices the loss, which
+    took 15-40 s in the cluster tests: past its deadline a request is better refused."""
+    try:
+        return await asyncio.wait_for(work, seconds)
+    except TimeoutError:
+        raise StageUnavailable(f"{what} did not answer within {seconds:g} s", overloaded=False,
+                               retry_after_s=1.0) from None
 
 
 _REFUSALS = (BackPressureError, DeploymentUnavailableError)

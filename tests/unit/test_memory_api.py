@@ -12,6 +12,7 @@ from serve_app.core.consolidation import ConsolidationSettings, plan_promotions,
 from serve_app.core.store import MemoryRecord
 from serve_app.core.tiers import TierPolicy, TierRegistry, default_tier_policies
 from serve_app.core.write_plan import Incoming, plan_writes
+from serve_app.runtime import Runtime
 from tests.fakes import FakeGraph, bag_of_words
 
 MODEL = "smollm2-135m-instruct"
@@ -171,3 +172,29 @@ def test_expired_memories_vanish_and_are_swept(client: TestClient, settings, gra
     assert client.post("/v1/memories/consolidate", json={"user": "alice"}).json()["run"]["expired"] == 1
     history = client.get(f"/v1/memories/{memory_id}/history", params={"user": "alice"}).json()["history"]
     assert history[-1]["event"] == "EXPIRE"
+
+
+
+def runtime_of(client: TestClient) -> Runtime:
+    runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]  # TestClient types its app as ASGI
+    return runtime
+
+
+def test_a_search_past_its_deadline_is_a_503_to_retry(client: TestClient, graph: FakeGraph) -> None:
+    """A replica on a lost node answers nothing for tens of seconds: the search gives up at
+    embed_timeout_s + search_timeout_s with a retryable 503, and works again after."""
+    add(client, "alice", "my cat is called Miso")
+    runtime_of(client).memory.search_deadline_s = 0.2
+    graph.embedder.delay_s = 1.0
+    started = time.monotonic()
+    response = client.post("/v1/memories/search", json={"user": "alice", "query": "cat"})
+    assert response.status_code == 503 and time.monotonic() - started < 0.9
+    assert response.json()["error"]["code"] == "unavailable" and response.headers["retry-after"] == "1"
+    graph.embedder.delay_s = 0.0
+    assert [r["text"] for r in search(client, "alice", "cat")] == ["my cat is called Miso"]
+
+
+def test_the_search_deadline_is_the_sum_of_the_stage_deadlines(client: TestClient) -> None:
+    runtime = runtime_of(client)
+    server = runtime.settings.server
+    assert runtime.memory.search_deadline_s == server.embed_timeout_s + server.search_timeout_s
