@@ -162,8 +162,7 @@ async def in_shard(data_dir: Path, user: str, asked: list[str], repeats: int) ->
                              settings.vector_search.max_loaded_users, memory.scoring, memory.tier_registry())
     vectors = locomo.MiniLM().encode(asked)
     now = time.time()
-    queries = [ShardQuery(user, vector, K, SearchFilters(), text,
-                          time_range=(about.range if (about := parse_time_query(text, now)) else None))
+    queries = [ShardQuery(user, vector, K, SearchFilters(), text, time_range=parse_time_query(text, now).range)
                for text, vector in zip(asked, vectors, strict=True)]
     await searcher.search(queries[0])
     rounds = []
