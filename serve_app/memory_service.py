@@ -229,7 +229,9 @@ class MemoryService:
                          occurred_at=draft.occurred_at, session=draft.session, index_text=draft.index_text,
                          related=draft.related, related_items=related_items)
 
-    async def update(self, memory_id: str, request: UpdateMemoryRequest) -> tuple[MemoryRecordOut, int] | None:
+    async def update(
+        self, memory_id: str, request: UpdateMemoryRequest, actor: str = "api",
+    ) -> tuple[MemoryRecordOut, int] | None:
         """Patch one memory. New text is re-embedded; a conversation turn whose text or event
         time changes is re-indexed with its context (the turn before it, the new date)."""
         tier_expiry = self.tiers.expires_at(request.tier, time.time()) if request.tier else None
@@ -249,15 +251,15 @@ class MemoryService:
                             metadata=request.metadata, tier=request.tier, expires_at=tier_expiry,
                             occurred_at=request.occurred_at)
         records, seq = await asyncio.to_thread(
-            self.store.update, request.user, self.shard(request.user), [(memory_id, patch)]
+            self.store.update, request.user, self.shard(request.user), [(memory_id, patch)], actor
         )
         if not records:
             return None
         await asyncio.to_thread(self.maintainer.enforce_caps, request.user)
         return record_out(records[0]), seq
 
-    async def delete(self, user: str, memory_id: str) -> int | None:
-        return await asyncio.to_thread(self.store.delete, user, self.shard(user), [memory_id])
+    async def delete(self, user: str, memory_id: str, actor: str = "api") -> int | None:
+        return await asyncio.to_thread(self.store.delete, user, self.shard(user), [memory_id], actor)
 
     async def forget(self, user: str) -> int:
         """Every trace of the user: records, history, log entries, index entries and

@@ -31,6 +31,7 @@ from serve_app.core.metrics import Metrics, MetricsSink
 from serve_app.core.store import MemoryStore
 from serve_app.decisions import DecisionService
 from serve_app.errors import APIError
+from serve_app.extraction_service import ExtractionService
 from serve_app.knowledge import KnowledgeService
 from serve_app.memory_service import MemoryService
 from serve_app.settings import AppSettings
@@ -45,6 +46,7 @@ class Runtime:
     memory: MemoryService
     catalog: CatalogService
     knowledge: KnowledgeService
+    extraction: ExtractionService
     metrics: Metrics
     started: int
     tenancy: Tenancy = field(repr=False, compare=False)
@@ -111,8 +113,10 @@ def _wire(tenancy: Tenancy, ns: Namespace) -> Runtime:
     stages = ChatStages(settings, clients.embedder, clients.retriever, clients.cache, memory, knowledge, decisions,
                         catalog)
     pipeline = ChatPipeline(stages, clients.generator, clients.cache, memory, metrics)
+    extraction = ExtractionService(memory, clients.generator, settings.memory)
     return Runtime(settings=settings, clients=clients, pipeline=pipeline, memory=memory, catalog=catalog,
-                   knowledge=knowledge, metrics=metrics, started=tenancy.started, tenancy=tenancy, namespace=ns)
+                   knowledge=knowledge, extraction=extraction, metrics=metrics, started=tenancy.started,
+                   tenancy=tenancy, namespace=ns)
 
 
 # The dependencies below are `async def` though they never wait: FastAPI runs a plain `def`

@@ -152,6 +152,14 @@ class MemorySettings(_Section):
     # related to the user's memories at least this similar (cosine) when it is written.
     max_connections: int = Field(default=3, ge=0, le=20)
     connection_threshold: float = Field(default=0.75, gt=0, le=1)
+    # Extraction (serve_app/extraction_service.py): "llm" turns the turns of a `messages`
+    # write into short facts and decides ADD/UPDATE/DELETE/NOOP against the user's nearest
+    # extracted facts, through the LLM deployment with JSON-schema-constrained answers. Off
+    # by default: the bundled 135M model is weak at it (README, benchmarks/eval_extraction.py).
+    extraction: Literal["off", "llm"] = "off"
+    extraction_max_facts: int = Field(default=5, ge=1, le=20)
+    extraction_max_tokens: int = Field(default=256, ge=16, le=4096)  # per LLM answer
+    extraction_timeout_s: float = Field(default=60.0, gt=0)  # per LLM answer; past it the plain write stands
 
     @model_validator(mode="after")
     def _tiers_agree(self) -> MemorySettings:

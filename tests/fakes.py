@@ -77,6 +77,10 @@ class FakeLLM:
         self.last_request: GenerationRequest | None = None
         self.context_words = 100_000  # the fake's window, in whitespace-separated "tokens"
         self.last_prompt = ""
+        # Scripted answers to structured-output requests (extraction), in order: a text is
+        # the answer, an exception is raised instead; requests that had one are kept.
+        self.json_answers: list[str | Exception] = []
+        self.json_requests: list[GenerationRequest] = []
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         self.generations += 1
@@ -86,6 +90,13 @@ class FakeLLM:
         if request.logit_bias and max(request.logit_bias) >= FAKE_VOCAB:  # as vLLM checks the vocabulary
             raise InvalidGenerationRequest(f"token ids must be below {FAKE_VOCAB}", "logit_bias")
         await asyncio.sleep(self.delay_s)
+        if request.json_schema is not None and self.json_answers:
+            self.json_requests.append(request)
+            answer = self.json_answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            yield GenerationChunk(text=answer, finish_reason="stop", prompt_tokens=7, completion_tokens=1)
+            return
         budget = self.context_words - (request.max_tokens or 16)
         _, context, trimmed = fit(request.context, lambda c: self.render(request, c).split(), budget,
                                       lambda line: len(line.split()) + 1)

@@ -74,6 +74,10 @@ class AddMemoriesRequest(OpenAIModel):
     session: Session | None = Field(default=None, description=_SESSION_HELP)
     occurred_at: EventTime | None = Field(default=None, description=_OCCURRED_HELP)
     dedup: bool = Field(default=True, description="merge restatements into existing memories")
+    extraction: Literal["off", "llm"] | None = Field(
+        default=None, description="the `messages` form only: also turn the conversation into short facts through "
+                                  "the LLM (ADD/UPDATE/DELETE/NOOP against the user's extracted facts); default: "
+                                  "the server's memory.extraction")
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> AddMemoriesRequest:
@@ -114,10 +118,35 @@ class MemoryWriteResult(BaseModel):
     merged_into: str | None = None
 
 
+class ExtractedFact(BaseModel):
+    """One fact the LLM extracted and what was done about it (mem0's event names). ADD: a
+    new memory `id` (metadata `extracted: true`). UPDATE: memory `id`, whose text was
+    `previous`, now says `text`. DELETE: memory `id` (its text was `previous`) is gone,
+    contradicted by the fact. NOOP: memory `id` already says it; nothing was written."""
+
+    text: str
+    event: Literal["ADD", "UPDATE", "DELETE", "NOOP"]
+    id: str
+    previous: str | None = None
+
+
+class ExtractionReport(BaseModel):
+    """What extraction did for a `messages` write. `done`: every fact the LLM gave is
+    applied. `failed`: the LLM did not answer in time or not as its JSON schema asked
+    (`error` says which); the turns are stored regardless, and `facts` lists the facts
+    applied before it failed."""
+
+    status: Literal["done", "failed"]
+    facts: list[ExtractedFact] = Field(default_factory=list)
+    error: str | None = None
+
+
 class AddMemoriesResponse(BaseModel):
     ids: list[str]  # one per item, in order (`results[i].id`), kept for older clients
     seq: int  # the last write's seq; when every item is a NOOP, the user's current version
     results: list[MemoryWriteResult] = Field(default_factory=list)
+    # Only when extraction ran (memory.extraction or the request's `extraction`: llm).
+    extraction: ExtractionReport | None = None
 
 
 class MemoryFilters(OpenAIModel):

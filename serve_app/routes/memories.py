@@ -74,10 +74,16 @@ async def add_memories(body: AddMemoriesRequest, rt: RuntimeDep) -> AddMemoriesR
         raise APIError(400, f"memory text is longer than {limit} characters", "text")
     if body.tier is not None:  # with `memories`, each names its own; a bad one is still a 400
         rt.memory.tiers.check(body.tier)
-    written = await rt.memory.add(rt.namespace.user(body.user), items, dedup=body.dedup)
+    user = rt.namespace.user(body.user)
+    if body.messages is not None and (body.extraction or rt.settings.memory.extraction) == "llm":
+        extracted = await rt.extraction.write(user, items, dedup=body.dedup)
+        written, seq, report = extracted.written, extracted.seq, extracted.report
+    else:
+        written = await rt.memory.add(user, items, dedup=body.dedup)
+        seq, report = written.seq, None
     results = [MemoryWriteResult(id=o.id, event=o.event, reason=o.reason, merged_into=o.merged_into)
                for o in written.outcomes]
-    return AddMemoriesResponse(ids=written.ids, seq=written.seq, results=results)
+    return AddMemoriesResponse(ids=written.ids, seq=seq, results=results, extraction=report)
 
 
 @router.post("/v1/memories/search", response_model=SearchMemoriesResponse, responses={
