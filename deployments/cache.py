@@ -22,7 +22,8 @@ class Cache:
     def __init__(self, settings: CacheSettings) -> None:
         # `${NAME}` in cache.redis_url is filled from this replica's environment, here only.
         redis_url = settings.resolved_redis_url() if settings.backend == "redis" else None
-        self._backend = open_cache(settings.backend, settings.max_entries, settings.ttl_s, redis_url)
+        self._backend = open_cache(settings.backend, settings.max_entries, settings.ttl_s, redis_url,
+                                   settings.redis_timeout_s)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):  # Ray's own hooks and private names are never the backend's

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray.exceptions import RayActorError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -130,7 +131,8 @@ def to_error(exc: BaseException) -> APIError:
                         retry_after_s=exc.retry_after_s or DEFAULT_RETRY_AFTER_S)
     # RayActorError: the replica a call went to died or cannot be reached (a node lost, a
     # replica killed); Serve replaces it, so this is a retryable outage, not a bug.
-    if isinstance(exc, (StageUnavailable, RedisConnectionError, RayActorError)):
+    # A Redis reply that timed out (`redis_timeout_s`) is the same outage, seen from a hung server.
+    if isinstance(exc, (StageUnavailable, RedisConnectionError, RedisTimeoutError, RayActorError)):
         logger.warning("a dependency is unavailable: %r", exc)
         return APIError(503, "a memserve component is unavailable; retry shortly", code="unavailable",
                         retry_after_s=DEFAULT_RETRY_AFTER_S)
@@ -146,7 +148,8 @@ def as_request_error(exc: ValidationError) -> RequestValidationError:
 
 
 _HANDLED: tuple[type[Exception], ...] = (
-    APIError, RequestValidationError, UnknownTier, StageUnavailable, RedisConnectionError, DocumentError,
+    APIError, RequestValidationError, UnknownTier, StageUnavailable, RedisConnectionError, RedisTimeoutError,
+    DocumentError,
     PromptTooLongError, StarletteHTTPException, Exception,
 )
 

@@ -37,8 +37,8 @@ class RedisCache:
     # The client is opened without decode_responses, so its replies are bytes; redis-py
     # types them bytes | str (either mode) and the casts below narrow them to bytes.
     def __init__(self, url: str, max_entries: int, ttl_s: float, prefix: str = "memserve-cache",
-                 claim_ttl_s: float = 120.0) -> None:
-        self.r = aioredis.Redis.from_url(url)
+                 claim_ttl_s: float = 120.0, timeout_s: float = 5.0) -> None:
+        self.r = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self.p = prefix
         self.max_entries = max_entries
         self.ttl_ms = int(ttl_s * 1000)

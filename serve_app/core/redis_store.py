@@ -241,8 +241,10 @@ def _patch_fields(patch: MemoryPatch) -> dict[str, str]:
 class RedisMemoryStore:
     # The client is opened without decode_responses, so its replies are bytes; redis-py
     # types them bytes | str (either mode) and the casts below narrow them to bytes.
-    def __init__(self, url: str, prefix: str = "memserve") -> None:
-        self.r = redis.Redis.from_url(url)
+    def __init__(self, url: str, prefix: str = "memserve", timeout_s: float = 5.0) -> None:
+        # A write whose reply timed out may still have been applied: the caller is told so
+        # (a 503 to retry) and a retried exact repeat is a NOOP.
+        self.r = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self.p = prefix
         self._add = self.r.register_script(_ADD)
         self._update = self.r.register_script(_UPDATE)

@@ -184,7 +184,7 @@ def test_a_search_past_its_deadline_is_a_503_to_retry(client: TestClient, graph:
     """A replica on a lost node answers nothing for tens of seconds: the search gives up at
     embed_timeout_s + search_timeout_s with a retryable 503, and works again after."""
     add(client, "alice", "my cat is called Miso")
-    runtime_of(client).memory.search_deadline_s = 0.2
+    runtime_of(client).memory.lookup_deadline_s = 0.2
     graph.embedder.delay_s = 1.0
     started = time.monotonic()
     response = client.post("/v1/memories/search", json={"user": "alice", "query": "cat"})
@@ -194,7 +194,31 @@ def test_a_search_past_its_deadline_is_a_503_to_retry(client: TestClient, graph:
     assert [r["text"] for r in search(client, "alice", "cat")] == ["my cat is called Miso"]
 
 
-def test_the_search_deadline_is_the_sum_of_the_stage_deadlines(client: TestClient) -> None:
+def test_the_lookup_deadline_is_the_sum_of_the_stage_deadlines(client: TestClient) -> None:
     runtime = runtime_of(client)
     server = runtime.settings.server
-    assert runtime.memory.search_deadline_s == server.embed_timeout_s + server.search_timeout_s
+    assert runtime.memory.lookup_deadline_s == server.embed_timeout_s + server.search_timeout_s
+
+
+def test_a_write_past_its_deadline_is_a_503_and_writes_nothing(client: TestClient, graph: FakeGraph) -> None:
+    """A write waits on the Embedder and a shard before it commits: past its deadline it is
+    refused whole (nothing stored, so a retry is safe), and works again after."""
+    runtime_of(client).memory.lookup_deadline_s = 0.2
+    graph.embedder.delay_s = 1.0
+    started = time.monotonic()
+    response = client.post("/v1/memories", json={"user": "alice", "text": "my cat is called Miso"})
+    assert response.status_code == 503 and time.monotonic() - started < 0.9
+    assert response.json()["error"]["code"] == "unavailable" and response.headers["retry-after"] == "1"
+    graph.embedder.delay_s = 0.0
+    assert client.get("/v1/memories", params={"user": "alice"}).json()["data"] == []
+    add(client, "alice", "my cat is called Miso")
+    assert [r["text"] for r in search(client, "alice", "cat")] == ["my cat is called Miso"]
+
+
+def test_a_batch_write_gets_time_per_item(client: TestClient) -> None:
+    """A batch embeds every item, so its deadline grows with it (`WRITE_S_PER_ITEM`): with
+    no fixed allowance left, 20 items still have 2 s."""
+    runtime_of(client).memory.lookup_deadline_s = 0.0
+    response = client.post("/v1/memories", json={"user": "bob", "memories": [{"text": f"fact {i}"} for i in range(20)],
+                                                  "dedup": False})
+    assert response.status_code == 200 and len(response.json()["ids"]) == 20

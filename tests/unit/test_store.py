@@ -157,3 +157,35 @@ def test_batch_update_is_one_commit_and_counts_tiers(store: MemoryStore) -> None
     assert store.tier_counts("alice") == {"working": 2, "short_term": 3}
     assert store.history("alice", records[0].id)[-1].event == "PROMOTE"
     assert seq == store.last_seq()
+
+
+def test_a_hung_redis_fails_a_call_within_the_timeout_as_a_retryable_503(tmp_path: Path) -> None:
+    """A redis-server that stops answering (SIGSTOP: the socket stays open, nothing replies)
+    must not hang the request waiting on it: the call fails after `redis_timeout_s`, the
+    caller is told 503 `unavailable`, and the store works again once Redis does."""
+    import os
+    import signal
+    import time
+
+    from serve_app.errors import to_error
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "hung").start()
+    assert server.process is not None
+    try:
+        store = RedisMemoryStore(server.url, "hung", timeout_s=0.5)
+        store.add("alice", 0, [mem("before the hang")])
+        os.kill(server.process.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(Exception) as caught:
+            store.add("alice", 0, [mem("during the hang", seed=1)])
+        assert time.monotonic() - started < 3
+        error = to_error(caught.value)
+        assert (error.status, error.code, error.retry_after_s is not None) == (503, "unavailable", True)
+        os.kill(server.process.pid, signal.SIGCONT)
+        store.add("alice", 0, [mem("after the hang", seed=2)])  # "during" may have landed too: it was sent
+        texts = {r.text for r in store.all_records("alice")}
+        assert {"before the hang", "after the hang"} <= texts
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+        server.stop()
