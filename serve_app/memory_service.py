@@ -40,6 +40,9 @@ from serve_app.settings import MemorySettings
 # Existing memories judged per written item: enough to get past a few near ones that
 # state other facts (other days, other numbers) to the one the item repeats.
 NEAR_CANDIDATES = 8
+# Time a write may add to `lookup_deadline_s` per item it embeds: 5x what embedding an item
+# took at ingest on two shared cores (about 20 ms), so only a stage that does not answer hits it.
+WRITE_S_PER_ITEM = 0.1
 
 
 @dataclass(frozen=True)
@@ -89,10 +92,13 @@ def _different_sessions(a: str | None, b: str | None) -> bool:
 class MemoryService:
     def __init__(
         self, store: MemoryStore, embedder: EmbedderClient, retriever: RetrieverClient, cache: CacheClient,
-        settings: MemorySettings, search_deadline_s: float = 10.0,
+        settings: MemorySettings, lookup_deadline_s: float = 10.0,
     ) -> None:
+        # How long a search, or a write before it commits, may wait on other deployments
+        # (the Embedder, then a shard): past it a 503 to retry (`within`) rather than waiting
+        # on a replica of a lost node.
         self.store = store
-        self.search_deadline_s = search_deadline_s
+        self.lookup_deadline_s = lookup_deadline_s
         self.embedder = embedder
         self.retriever = retriever
         self.cache = cache
@@ -118,6 +124,21 @@ class MemoryService:
         memory, merges into one that states the same fact, or repeats one (NOOP; see
         `core.write_plan`), commit, and report each item's outcome and the seq to read at."""
         tiers = [self.tier_of(item.tier) for item in items]  # refuse an unknown tier before any work
+        # Nothing is written before the plan is made, so a write past its deadline here is
+        # refused whole and a retry is safe. A batch embeds every item: it gets more time.
+        deadline_s = self.lookup_deadline_s + WRITE_S_PER_ITEM * len(items)
+        incoming, near = await within(self._prepare(user, items, tiers, vectors, dedup), deadline_s,
+                                      "the memory write")
+        plan = plan_writes(incoming, near, self.settings.dedup_threshold, dedup)
+        ids, gone, seq = await asyncio.to_thread(self._commit, user, plan, actor)
+        await asyncio.to_thread(self.maintainer.enforce_caps, user)
+        return WriteResult(outcomes(plan, ids, gone), seq)
+
+    async def _prepare(
+        self, user: str, items: Sequence[MemoryIn], tiers: Sequence[str], vectors: np.ndarray | None, dedup: bool,
+    ) -> tuple[list[Incoming], list[list[NearMemory]]]:
+        """Each item as the write plan takes it (index text, vector, related memories), and
+        the user's memories near each: the write's reads of other deployments."""
         now = time.time()
         previous = await asyncio.to_thread(self._previous_turns, user, items, now)
         index_texts = [
@@ -140,10 +161,7 @@ class MemoryService:
             for item, tier, vector, itext, prev, candidates
             in zip(items, tiers, vectors, index_texts, previous, near, strict=True)
         ]
-        plan = plan_writes(incoming, near, s.dedup_threshold, dedup)
-        ids, gone, seq = await asyncio.to_thread(self._commit, user, plan, actor)
-        await asyncio.to_thread(self.maintainer.enforce_caps, user)
-        return WriteResult(outcomes(plan, ids, gone), seq)
+        return incoming, near
 
     def _previous_turns(self, user: str, items: Sequence[MemoryIn], now: float) -> list[_Previous | None]:
         """For each item with a session, the turn it follows (the user's own, unexpired)."""
@@ -275,9 +293,9 @@ class MemoryService:
         return await asyncio.to_thread(self.store.last_seq, None)
 
     async def search(self, request: SearchMemoriesRequest) -> list[SearchResult]:
-        """The user's memories for a query, within `search_deadline_s` (embedding and the
-        shard's search together), else a 503 to retry (`within`)."""
-        return await within(self._search(request), self.search_deadline_s, "the memory search")
+        """The user's memories for a query, within `lookup_deadline_s` (embedding and the
+        shard's search together)."""
+        return await within(self._search(request), self.lookup_deadline_s, "the memory search")
 
     async def _search(self, request: SearchMemoriesRequest) -> list[SearchResult]:
         f = request.filters

@@ -45,6 +45,9 @@ class _RedisURL(_Section):
     _url_field: ClassVar[str]
 
     redis_url: str | None = None
+    # A Redis that stops answering (a hung server, a partition) must not hang the request
+    # that is waiting on it: past this the call fails and the caller gets a 503.
+    redis_timeout_s: float = Field(default=5.0, gt=0)
 
     @field_validator("redis_url")
     @classmethod
@@ -279,4 +282,5 @@ class AppSettings(_Section):
         s = self.store
         redis_url = s.resolved_redis_url() if s.backend == "redis" else None
         return open_store(s.backend, sqlite_path=self.resolve_path(s.sqlite_path),
-                          sqlite_synchronous=s.sqlite_synchronous, redis_url=redis_url, redis_prefix=s.redis_prefix)
+                          sqlite_synchronous=s.sqlite_synchronous, redis_url=redis_url, redis_prefix=s.redis_prefix,
+                          redis_timeout_s=s.redis_timeout_s)
