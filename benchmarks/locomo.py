@@ -127,21 +127,20 @@ async def evaluate(client: httpx.AsyncClient, user: str, qa: list[dict[str, Any]
 
 
 class MiniLM:
-    """all-MiniLM-L6-v2 as the Embedder deployment runs it (normalised vectors, batch 64),
-    with the deployment's cache of repeated texts."""
+    """all-MiniLM-L6-v2 as the Embedder deployment runs it (its default encoder settings,
+    normalised vectors, batch 64), with the deployment's cache of repeated texts."""
 
     def __init__(self) -> None:
-        from sentence_transformers import SentenceTransformer
+        from serve_app.encoders import open_encoder
+        from serve_app.settings import EmbedderSettings
 
-        from serve_app import models
-
-        self.model = SentenceTransformer(models.resolve("bundled:all-MiniLM-L6-v2"), device="cpu")
+        s = EmbedderSettings()
+        self.model = open_encoder(s.model, s.backend, s.device, s.num_threads)
         self.cache: dict[tuple[str | None, str], np.ndarray] = {}
         self.lock = asyncio.Lock()
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        vectors = self.model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
-        return np.asarray(vectors, dtype=np.float32)
+        return self.model.encode(texts, 64)
 
     async def embed(self, texts: list[str], namespace: str | None = None) -> np.ndarray:
         missing = [t for t in dict.fromkeys(texts) if (namespace, t) not in self.cache]
@@ -152,7 +151,7 @@ class MiniLM:
         return np.stack([self.cache[(namespace, t)] for t in texts])
 
     def count_tokens(self, texts: list[str]) -> int:
-        return sum(len(ids) for ids in self.model.tokenizer(texts)["input_ids"])
+        return self.model.count_tokens(texts)
 
     def stats(self) -> dict[str, int]:
         return {"hits": 0, "misses": 0, "entries": len(self.cache)}

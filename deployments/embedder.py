@@ -1,4 +1,4 @@
-"""Embedder deployment: sentence-transformers behind `@serve.batch` and an LRU cache."""
+"""Embedder deployment: a sentence encoder (`serve_app.encoders`) behind `@serve.batch` and an LRU cache."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Protocol, cast
 import numpy as np
 from ray import serve
 
-from serve_app import models
 from serve_app.core.embedding_cache import EmbeddingCache
+from serve_app.encoders import open_encoder
 from serve_app.settings import EmbedderSettings
 
 logger = logging.getLogger("ray.serve")
@@ -26,33 +26,20 @@ class _BatchSettings(Protocol):
 @serve.deployment(name="Embedder", ray_actor_options={"num_cpus": 0.25})
 class Embedder:
     def __init__(self, settings: EmbedderSettings) -> None:
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        if settings.num_threads:
-            torch.set_num_threads(settings.num_threads)
         self.settings = settings
-        self.model = SentenceTransformer(models.resolve(settings.model), device=settings.device)
-        dim = self.model.get_embedding_dimension()
-        if dim is None:
-            raise ValueError(f"{settings.model} does not report its embedding dimension")
-        self.dim = int(dim)
+        self.model = open_encoder(settings.model, settings.backend, settings.device, settings.num_threads)
+        self.dim = self.model.dimension
         if self.dim != settings.dimension:
             raise ValueError(f"{settings.model} gives {self.dim}-d vectors; set embedder.dimension: {self.dim}")
         self.cache = EmbeddingCache(settings.cache_size)
         batching = cast(_BatchSettings, self._embed_batch)
         batching.set_max_batch_size(settings.max_batch_size)
         batching.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
-        self.model.encode(["warm up"], normalize_embeddings=True)
+        self.model.encode(["warm up"], 1)
+        logger.info("Embedder: %s on %s (%s threads)", settings.model, settings.backend, settings.num_threads)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        vectors = self.model.encode(
-            [t[: self.settings.max_input_chars] for t in texts],
-            batch_size=self.settings.max_batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-        )
-        return np.asarray(vectors, dtype=np.float32)
+        return self.model.encode([t[: self.settings.max_input_chars] for t in texts], self.settings.max_batch_size)
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.001)
     async def _embed_batch(self, texts: list[str]) -> list[np.ndarray]:
@@ -72,7 +59,7 @@ class Embedder:
         return np.stack([found[i] for i in range(len(texts))]) if texts else np.empty((0, self.dim), np.float32)
 
     def count_tokens(self, texts: list[str]) -> int:
-        return sum(len(ids) for ids in self.model.tokenizer(texts)["input_ids"])
+        return self.model.count_tokens(texts)
 
     def stats(self) -> dict[str, int]:
         return self.cache.stats()

