@@ -171,7 +171,7 @@ class MemorySettings(_Section):
     # by default: the bundled 135M model is weak at it (README, benchmarks/eval_extraction.py).
     extraction: Literal["off", "llm"] = "off"
     extraction_max_facts: int = Field(default=5, ge=1, le=20)
-    extraction_max_tokens: int = Field(default=256, ge=16, le=4096)  # per LLM answer
+    extraction_max_tokens: int = Field(default=512, ge=16, le=4096)  # per LLM answer
     extraction_timeout_s: float = Field(default=60.0, gt=0)  # per LLM answer; past it the plain write stands
 
     @model_validator(mode="after")

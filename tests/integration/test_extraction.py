@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from serve_app.core.extraction import MAX_FACT_CHARS
+
 pytestmark = pytest.mark.integration
 
 FIRST = [{"role": "user", "content": "Hi! My name is Alice and I live in Berlin."},
@@ -75,7 +77,7 @@ def test_extraction_on_the_real_engine(http: httpx.Client) -> None:
     facts = first["extraction"]["facts"]
     assert facts, "the model extracted no fact from an explicit conversation"
     assert all(f["event"] == "ADD" for f in facts[:1])  # the user had no extracted fact yet
-    assert all(f["text"].strip() and len(f["text"]) <= 300 for f in facts)
+    assert all(f["text"].strip() and len(f["text"]) <= MAX_FACT_CHARS for f in facts)
     check_report(http, user, facts)
     # The write's seq covers the facts: a search at it finds the first one.
     found = http.post("/v1/memories/search", json={"user": user, "query": facts[0]["text"], "k": 10,
