@@ -84,8 +84,16 @@ class OnnxEncoder:
         self.dimension = int(self.encode(["dimension probe"], 1).shape[1])
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
-        parts = [self._batch(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
-        return np.concatenate(parts) if parts else np.empty((0, getattr(self, "dimension", 0)), np.float32)
+        # Longest first, as sentence-transformers does: texts of like length share a batch,
+        # so little of a batch's work is padding.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        parts = [self._batch([texts[i] for i in order[start:start + batch_size]])
+                 for start in range(0, len(order), batch_size)]
+        if not parts:
+            return np.empty((0, getattr(self, "dimension", 0)), np.float32)
+        vectors = np.empty((len(texts), parts[0].shape[1]), np.float32)
+        vectors[order] = np.concatenate(parts)
+        return vectors
 
     def _batch(self, texts: list[str]) -> np.ndarray:
         tokens: Any = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,

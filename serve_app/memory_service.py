@@ -40,9 +40,10 @@ from serve_app.settings import MemorySettings
 # Existing memories judged per written item: enough to get past a few near ones that
 # state other facts (other days, other numbers) to the one the item repeats.
 NEAR_CANDIDATES = 8
-# Time a write may add to `lookup_deadline_s` per item it embeds: 5x what embedding an item
-# took at ingest on two shared cores (about 20 ms), so only a stage that does not answer hits it.
-WRITE_S_PER_ITEM = 0.1
+# Time a write may add to `lookup_deadline_s` per item it embeds. A batch of 250 conversation
+# turns took up to 35 s before its commit (0.14 s per item) while a vLLM engine kept both
+# cores busy; 0.5 s leaves room for that, so only a stage that does not answer hits it.
+WRITE_S_PER_ITEM = 0.5
 
 
 @dataclass(frozen=True)

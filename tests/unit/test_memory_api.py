@@ -217,7 +217,7 @@ def test_a_write_past_its_deadline_is_a_503_and_writes_nothing(client: TestClien
 
 def test_a_batch_write_gets_time_per_item(client: TestClient) -> None:
     """A batch embeds every item, so its deadline grows with it (`WRITE_S_PER_ITEM`): with
-    no fixed allowance left, 20 items still have 2 s."""
+    no fixed allowance left, 20 items still have 10 s."""
     runtime_of(client).memory.lookup_deadline_s = 0.0
     response = client.post("/v1/memories", json={"user": "bob", "memories": [{"text": f"fact {i}"} for i in range(20)],
                                                   "dedup": False})
