@@ -39,11 +39,13 @@ _TEXT_LIMIT = from_setting(maxLength="memory.max_text_chars")
 # or null), and something to remember in it.
 _ONE_SOURCE = {"anyOf": [
     {"required": ["text"], "properties": {"text": {"type": "string", "pattern": NON_BLANK},
-                                          "messages": {"type": "null"}, "memories": {"type": "null"}}},
+                                          "messages": {"type": "null"}, "memories": {"type": "null"},
+                                          "extraction": {"type": "null"}}},
     {"required": ["messages"], "properties": {"messages": {"type": "array", "contains": MESSAGE_WITH_TEXT},
                                               "text": {"type": "null"}, "memories": {"type": "null"}}},
     {"required": ["memories"], "properties": {"memories": {"type": "array", "minItems": 1},
-                                              "text": {"type": "null"}, "messages": {"type": "null"}}},
+                                              "text": {"type": "null"}, "messages": {"type": "null"},
+                                              "extraction": {"type": "null"}}},
 ]}
 
 
@@ -86,6 +88,8 @@ class AddMemoriesRequest(OpenAIModel):
             raise ValueError("give exactly one of text, messages or memories")
         if not self.items():
             raise ValueError("nothing to remember: the text is empty")
+        if self.extraction is not None and self.messages is None:
+            raise ValueError("extraction applies to the messages form only (a conversation to extract facts from)")
         return self
 
     def items(self) -> list[MemoryIn]:

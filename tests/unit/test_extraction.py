@@ -204,3 +204,13 @@ def test_extraction_is_off_by_default(client: TestClient, graph: FakeGraph) -> N
     graph.llm.json_answers = [facts("The user drinks coffee every morning.")]
     assert client.post("/v1/memories", json={"user": "eve", "messages": CHAT}).json()["extraction"] is None
     assert graph.llm.json_requests == []
+
+
+@pytest.mark.parametrize("source", [{"text": "I prefer tea"}, {"memories": [{"text": "I prefer tea"}]}])
+def test_extraction_on_a_write_without_messages_is_a_400(client: TestClient, source: dict[str, Any]) -> None:
+    """Only a conversation is extracted from: asking for it on `text` or `memories` is
+    refused by name, never silently ignored, and nothing is written."""
+    response = client.post("/v1/memories", json={"user": "alice", "extraction": "llm", **source})
+    assert response.status_code == 400
+    assert "extraction applies to the messages form only" in response.json()["error"]["message"]
+    assert client.get("/v1/memories", params={"user": "alice"}).json()["data"] == []
