@@ -36,7 +36,8 @@ class Embedder:
         batching.set_max_batch_size(settings.max_batch_size)
         batching.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self.model.encode(["warm up"], 1)
-        logger.info("Embedder: %s on %s (%s threads)", settings.model, settings.backend, settings.num_threads)
+        logger.info("Embedder: %s on %s (threads: %s)", settings.model, settings.backend,
+                    settings.num_threads or "default")
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         return self.model.encode([t[: self.settings.max_input_chars] for t in texts], self.settings.max_batch_size)

@@ -96,9 +96,10 @@ class EmbedderSettings(_Section):
     # onnx: ONNX Runtime over the model's ONNX export (CPU only; mean-pooling models);
     # torch: sentence-transformers (GPUs, any pooling). Same vectors (serve_app/encoders.py).
     backend: Literal["onnx", "torch"] = "onnx"
-    # Threads of one forward pass. One: beside a busy vLLM engine on two cores, PyTorch with
-    # two threads took 480 ms for a short query that one thread encodes in 15 ms (ONNX: 6 ms).
-    num_threads: int | None = 1
+    # Threads of one forward pass; None: the backend's default, 2 for onnx (its threads
+    # sleep rather than spin when idle), 1 for torch (beside a busy vLLM engine on two
+    # cores, PyTorch with two threads took 480 ms for a query one thread encodes in 15 ms).
+    num_threads: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _onnx_runs_on_cpu(self) -> EmbedderSettings:

@@ -48,8 +48,9 @@ def test_onnx_refuses_a_model_that_does_not_pool_by_a_mean(tmp_path: Path) -> No
 
 def test_onnx_is_the_default_and_runs_only_on_the_cpu() -> None:
     settings = EmbedderSettings()
-    assert (settings.backend, settings.num_threads) == ("onnx", 1)
-    assert open_encoder(settings.model, settings.backend, settings.device, 1).dimension == settings.dimension
+    assert (settings.backend, settings.num_threads) == ("onnx", None)
+    encoder = open_encoder(settings.model, settings.backend, settings.device, settings.num_threads)
+    assert encoder.dimension == settings.dimension
     with pytest.raises(ValueError, match="needs backend torch"):
         EmbedderSettings(device="cuda")
     assert EmbedderSettings(device="cuda", backend="torch").backend == "torch"
