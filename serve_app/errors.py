@@ -134,7 +134,10 @@ def to_error(exc: BaseException) -> APIError:
     # A Redis reply that timed out (`redis_timeout_s`) is the same outage, seen from a hung server.
     if isinstance(exc, (StageUnavailable, RedisConnectionError, RedisTimeoutError, RayActorError)):
         logger.warning("a dependency is unavailable: %r", exc)
-        return APIError(503, "a memserve component is unavailable; retry shortly", code="unavailable",
+        # A stage's own words say which part gave up and after how long ("the LLM did not
+        # start answering within 60 s"); Redis's and Ray's name hosts and actors instead.
+        what = f"{exc}: " if isinstance(exc, StageUnavailable) else ""
+        return APIError(503, f"{what}a memserve component is unavailable; retry shortly", code="unavailable",
                         retry_after_s=DEFAULT_RETRY_AFTER_S)
     if isinstance(exc, StarletteHTTPException):
         return APIError(exc.status_code, str(exc.detail))

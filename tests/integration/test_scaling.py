@@ -119,10 +119,16 @@ def test_past_capacity_requests_are_shed_with_retry_after_and_nothing_is_lost(se
     served = [r for r in responses if r.status_code == 200]
     assert len(shed) + len(served) == len(responses), sorted({r.status_code for r in responses})
     assert shed, "80 concurrent generations fit: nothing was shed"
-    for response in shed:
-        assert int(response.headers["retry-after"]) >= 1
-        error = response.json()["error"]
-        assert error["type"] == "service_unavailable" and error["code"] == "overloaded"
+    errors = [r.json()["error"] for r in shed]
+    assert all(int(r.headers["retry-after"]) >= 1 for r in shed)
+    assert all(e["type"] == "service_unavailable" for e in errors), errors
+    # Past the LLM's admission limits a chat is refused at once (`overloaded`). One that was
+    # admitted to its queue but got no first token within generation_start_timeout_s is
+    # refused then (`unavailable`, as while the engine is replaced): that happened once in
+    # CI, on a slower hour of the shared machine. Nothing else may answer a shed request.
+    assert any(e["code"] == "overloaded" for e in errors), errors
+    late = [e for e in errors if e["code"] != "overloaded"]
+    assert all(e["code"] == "unavailable" and "did not start answering" in e["message"] for e in late), late
     assert all(b"data: [DONE]" in r.content for r in served)
     assert health == [200] * 5
     # Every acknowledged write is there.

@@ -190,6 +190,7 @@ def test_a_search_past_its_deadline_is_a_503_to_retry(client: TestClient, graph:
     response = client.post("/v1/memories/search", json={"user": "alice", "query": "cat"})
     assert response.status_code == 503 and time.monotonic() - started < 0.9
     assert response.json()["error"]["code"] == "unavailable" and response.headers["retry-after"] == "1"
+    assert response.json()["error"]["message"].startswith("the memory search did not answer within 0.2 s")
     graph.embedder.delay_s = 0.0
     assert [r["text"] for r in search(client, "alice", "cat")] == ["my cat is called Miso"]
 
