@@ -44,9 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
+from locomo import DEFAULT_DATA, MiniLM, in_process_app  # the same in-process app and MiniLM
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo" / "locomo10.json"
 HIT, STRICT_HIT, GROUNDED = 0.6, 0.75, 0.5
 
 logger = logging.getLogger("eval_extraction")
@@ -103,29 +102,6 @@ def grounded(fact: str, snippet: Snippet) -> bool:
     return not words or len(words & said) / len(words) >= GROUNDED
 
 
-class MiniLM:
-    """all-MiniLM-L6-v2, as the Embedder deployment runs it (normalised vectors)."""
-
-    def __init__(self) -> None:
-        from sentence_transformers import SentenceTransformer
-
-        from serve_app import models
-
-        self.model = SentenceTransformer(models.resolve("bundled:all-MiniLM-L6-v2"), device="cpu")
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        return np.asarray(self.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True), np.float32)
-
-    async def embed(self, texts: list[str], namespace: str | None = None) -> np.ndarray:
-        return await asyncio.to_thread(self.encode, texts)
-
-    def count_tokens(self, texts: list[str]) -> int:
-        return sum(len(ids) for ids in self.model.tokenizer(texts)["input_ids"])
-
-    def stats(self) -> dict[str, int]:
-        return {"hits": 0, "misses": 0, "entries": 0}
-
-
 class EngineLLM:
     """The LLM deployment's one method over the real vLLM engine, in this process."""
 
@@ -138,31 +114,6 @@ class EngineLLM:
     async def generate(self, request: Any) -> AsyncIterator[Any]:
         async for chunk in self.engine.stream(request):
             yield chunk
-
-
-def in_process_app(data_dir: str, embedder: MiniLM, llm: EngineLLM) -> Any:
-    """The Orchestrator's app over local deployment cores (no Ray): real engine, MiniLM,
-    one shard, SQLite, extraction off by default as shipped (each write asks for it)."""
-    from serve_app.app import create_app
-    from serve_app.clients import Clients, LocalEndpoint
-    from serve_app.core.response_cache import InProcessCache
-    from serve_app.maintenance import Consolidation, TierMaintainer
-    from serve_app.runtime import build_runtime
-    from serve_app.settings import AppSettings
-    from serve_app.shard_search import ShardSearcher
-
-    settings = AppSettings(data_dir=data_dir)
-    settings.vector_search.num_shards = 1
-    settings.cache.local_ttl_s = 0
-    store = settings.open_store()
-    memory = settings.memory
-    shard = ShardSearcher(store, 0, settings.embedder.dimension, settings.vector_search.max_loaded_users,
-                          memory.scoring, memory.tier_registry())
-    consolidation = Consolidation(TierMaintainer(store, memory.tier_registry(), memory.consolidation, 1))
-    clients = Clients.over(embedder=LocalEndpoint(embedder), shards=[LocalEndpoint(shard)], llm=LocalEndpoint(llm),
-                           cache=LocalEndpoint(InProcessCache(1000, 60)), consolidator=LocalEndpoint(consolidation),
-                           cache_settings=settings.cache)
-    return create_app(build_runtime(settings, clients, store))
 
 
 async def extract(client: httpx.AsyncClient, user: str, snippet: Snippet) -> Outcome:

@@ -177,8 +177,9 @@ class _NoLLM:
         raise RuntimeError("the LoCoMo benchmark searches memories; it never generates")
 
 
-def in_process_app(data_dir: str, embedder: MiniLM) -> Any:
-    """The Orchestrator's app over local deployment cores (no Ray), the real MiniLM included."""
+def in_process_app(data_dir: str, embedder: MiniLM, llm: Any = None) -> Any:
+    """The Orchestrator's app over local deployment cores (no Ray), the real MiniLM included;
+    `llm`: the LLM deployment's core (none by default: memory search never generates)."""
     from serve_app.app import create_app
     from serve_app.clients import Clients, LocalEndpoint
     from serve_app.core.response_cache import InProcessCache
@@ -196,7 +197,7 @@ def in_process_app(data_dir: str, embedder: MiniLM) -> Any:
                           memory.scoring, memory.tier_registry())
     consolidation = Consolidation(TierMaintainer(store, memory.tier_registry(), memory.consolidation, 1))
     clients = Clients.over(embedder=LocalEndpoint(embedder), shards=[LocalEndpoint(shard)],
-                           llm=LocalEndpoint(_NoLLM()), cache=LocalEndpoint(InProcessCache(1000, 60)),
+                           llm=LocalEndpoint(llm or _NoLLM()), cache=LocalEndpoint(InProcessCache(1000, 60)),
                            consolidator=LocalEndpoint(consolidation), cache_settings=settings.cache)
     return create_app(build_runtime(settings, clients, store))
 
