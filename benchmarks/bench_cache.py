@@ -16,13 +16,9 @@ import time
 import uuid
 
 import httpx
+from stats import pct
 
 MODEL = "smollm2-135m-instruct"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def timed(client: httpx.AsyncClient, body: dict[str, object]) -> tuple[float, bool]:

@@ -22,6 +22,7 @@ import time
 import uuid
 
 import httpx
+from stats import pct
 
 MODEL = "smollm2-135m-instruct"
 FACTS = ["I live in {c}.", "My favourite food is {f}.", "I work as a {j}.", "Last week I visited {c}.",
@@ -40,11 +41,6 @@ CATALOG = [
             [(a, kc) for a in ("Swift", "Sturdy", "Classic", "Urban") for kc in
              (("Running Shoes", "shoes"), ("Backpack", "bags"), ("Coffee Grinder", "kitchen"), ("Kettle", "kitchen"))]))
 ]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def one(client: httpx.AsyncClient, user: str, question: str, fanout: bool) -> tuple[float, float, float]:

@@ -44,6 +44,7 @@ from typing import Any
 import httpx
 import locomo
 import servers
+from stats import pct
 
 from serve_app.core.retrieval import SearchFilters, ShardQuery
 from serve_app.core.sharding import shard_for
@@ -178,11 +179,6 @@ async def in_shard(data_dir: Path, user: str, asked: list[str], repeats: int) ->
 
 
 # ---------------------------------------------------------------------------- report
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def summary(values: list[float]) -> dict[str, float]:

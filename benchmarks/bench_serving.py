@@ -11,7 +11,10 @@ inflate each other's latency several times over):
   vllm      vLLM's OpenAI server on the same model directory and engine settings;
   engine    the bare AsyncLLM in this process: the floor neither server can beat;
   memserve-rayproxy (only if asked for) memserve behind Ray's Python proxy actor
-            instead of HAProxy.
+            instead of HAProxy;
+  ray-floor-2, ray-floor-1 (only if asked for) the floor of any Ray Serve LLM app
+            (benchmarks/ray_floor.py): an ingress relaying to the same LLM deployment with
+            none of memserve's logic, and the engine inside the ingress replica.
 Both servers get the same streamed chat requests (32-token answers, greedy) over HTTP/SSE
 at each concurrency. Reported per side and concurrency: time to first token (p50/p95/p99),
 inter-token latency (gaps between streamed chunks, p50/p95), total latency p50 and output
@@ -36,6 +39,7 @@ from typing import Any
 
 import httpx
 import servers
+from stats import pct
 
 from serve_app.generation import GenerationRequest
 from serve_app.settings import AppSettings
@@ -46,7 +50,7 @@ TOPICS = ["lighthouses", "honeybees", "volcanoes", "the printing press", "glacie
           "the silk road", "comets", "sourdough bread", "rivers", "chess", "the moon"]
 MAX_TOKENS = 32
 OFF = {"cache": False, "memory": False, "products": False}
-SIDES = ("memserve", "vllm", "engine", "memserve-rayproxy")
+SIDES = ("memserve", "vllm", "engine", "memserve-rayproxy", "ray-floor-2", "ray-floor-1")
 # memserve as `make run` starts it (configs/serve.env: HAProxy ingress), or behind Ray's
 # default Python proxy actor instead, to see what the ingress costs.
 MEMSERVE_ENV = {"memserve": {}, "memserve-rayproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0"}}
@@ -114,11 +118,6 @@ async def in_process(engine: Any, system_prompt: str, i: int) -> Sample:
             watch.chunk()
         tokens = chunk.completion_tokens
     return watch.sample(tokens)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 @dataclass
@@ -220,6 +219,8 @@ def run_side(side: str, directory: Path, settings: AppSettings, levels: list[int
         return asyncio.run(engine_side(settings, levels, per_level))
     if side in MEMSERVE_ENV:
         server = servers.memserve(directory, edit=without_shedding, env={**MEMSERVE_ENV[side], **env})
+    elif side.startswith("ray-floor-"):
+        server = servers.ray_floor(directory, hops=int(side.rsplit("-", 1)[1]))
     else:
         server = servers.vllm_server(directory, settings.llm)
     with server as base:
@@ -235,6 +236,11 @@ COLUMNS = [("ttft_p50", "TTFT p50 ms"), ("ttft_p95", "TTFT p95"), ("ttft_p99", "
            ("itl_p50", "ITL p50 ms"), ("itl_p95", "ITL p95"), ("total_p50", "total p50 ms"), ("tok_s", "tokens/s")]
 
 
+# What each comparison says: memserve's total overhead over `vllm serve`; the part of it that
+# is memserve's own code (over the Ray Serve floor); the part that is Ray Serve's path.
+COMPARED = (("memserve", "vllm"), ("memserve", "ray-floor-2"), ("ray-floor-2", "vllm"), ("ray-floor-1", "vllm"))
+
+
 def report(runs: list[Level], levels: list[int], sides: list[str]) -> str:
     def values(side: str, c: int, key: str) -> list[float]:
         return [r.metrics[key] for r in runs if r.side == side and r.concurrency == c]
@@ -244,13 +250,12 @@ def report(runs: list[Level], levels: list[int], sides: list[str]) -> str:
         for side in sides:
             if values(side, c, "ttft_p50"):
                 lines.append(f"| {c} | {side} | " + " | ".join(spread(values(side, c, k)) for k, _ in COLUMNS) + " |")
-        if values("memserve", c, "ttft_p50") and values("vllm", c, "ttft_p50"):
-            ratio = [statistics.median(values("memserve", c, k)) / statistics.median(values("vllm", c, k))
-                     for k, _ in COLUMNS]
-            first = [statistics.median(values(side, c, "ttft_p50")) for side in ("memserve", "vllm")]
-            delta = first[0] - first[1]
-            lines.append(f"| {c} | memserve / vllm | " + " | ".join(f"{x:.2f}" for x in ratio)
-                         + f" |\n| {c} | memserve - vllm TTFT p50 | {delta:+.1f} ms |")
+        for a, b in COMPARED:
+            if values(a, c, "ttft_p50") and values(b, c, "ttft_p50"):
+                medians = {side: [statistics.median(values(side, c, k)) for k, _ in COLUMNS] for side in (a, b)}
+                ratio = [x / y for x, y in zip(medians[a], medians[b], strict=True)]
+                lines.append(f"| {c} | {a} / {b} | " + " | ".join(f"{x:.2f}" for x in ratio)
+                             + f" |\n| {c} | {a} - {b} TTFT p50 | {medians[a][0] - medians[b][0]:+.1f} ms |")
     lines += ["", "| side | /health p50 ms | cache hit p50 ms | hit p95 | server time of a hit p50 | hit / health |",
               "|---|---|---|---|---|---|"]
     for side in sides:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,31 +80,52 @@ def chat_answers(base: str, model: str, extra: dict[str, Any] | None = None) -> 
     return httpx.post(f"{base}/v1/chat/completions", json=body, timeout=60).status_code == 200
 
 
-def memserve_config(directory: Path, port: int, edit: ConfigEdit | None = None) -> Path:
+def memserve_config(port: int, directory: Path, edit: ConfigEdit | None = None) -> dict[str, Any]:
     config: dict[str, Any] = yaml.safe_load((REPO / "configs" / "local.yaml").read_text())
     config["http_options"] = {"host": "127.0.0.1", "port": port}
     config["applications"][0]["args"]["data_dir"] = str(directory / "data")
     if edit is not None:
         edit(config)
-    path = directory / f"memserve-{port}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return config
+
+
+def ray_floor_config(port: int, hops: int) -> dict[str, Any]:
+    """benchmarks/ray_floor.py as a Serve config: the least a Ray Serve LLM app pays."""
+    return {"proxy_location": "EveryNode", "http_options": {"host": "127.0.0.1", "port": port},
+            "applications": [{"name": "floor", "route_prefix": "/", "import_path": "benchmarks.ray_floor:build",
+                              "args": {"hops": str(hops)},
+                              "runtime_env": {"env_vars": {"PYTHONPATH": str(REPO)}}}]}
 
 
 @contextmanager
-def memserve(directory: Path, edit: ConfigEdit | None = None, env: dict[str, str] | None = None,
-             model: str = "smollm2-135m-instruct") -> Iterator[str]:
-    """`serve run` of configs/local.yaml (after `edit`); yields the base URL once a chat is answered."""
+def serve_run(directory: Path, name: str, config_for: Callable[[int], dict[str, Any]],
+              env: dict[str, str] | None = None, ready_body: dict[str, Any] | None = None,
+              model: str = "smollm2-135m-instruct") -> Iterator[str]:
+    """`serve run` of the config `config_for(port)` on a free port, with the serve
+    environment `make run` uses (configs/serve.env); yields the base URL once a chat is
+    answered."""
     port = free_port()
-    log = directory / f"memserve-{port}.log"
-    env = {**serve_env.private(), **(env or {})}  # as `make run` starts
-    process = launch([str(BIN / "serve"), "run", str(memserve_config(directory, port, edit))], log, env)
+    log = directory / f"{name}-{port}.log"
+    path = directory / f"{name}-{port}.yaml"
+    path.write_text(yaml.safe_dump(config_for(port)))
+    process = launch([str(BIN / "serve"), "run", str(path)], log, {**serve_env.private(), **(env or {})})
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: chat_answers(base, model, {"memserve": {"cache": False, "memory": False}}), process, log)
+        wait_until(lambda: chat_answers(base, model, ready_body), process, log)
         yield base
     finally:
         stop(process)
+
+
+def memserve(directory: Path, edit: ConfigEdit | None = None, env: dict[str, str] | None = None,
+             model: str = "smollm2-135m-instruct") -> AbstractContextManager[str]:
+    """`serve run` of configs/local.yaml (after `edit`), as `make run` starts it."""
+    return serve_run(directory, "memserve", lambda port: memserve_config(port, directory, edit), env,
+                     {"memserve": {"cache": False, "memory": False}}, model)
+
+
+def ray_floor(directory: Path, hops: int) -> AbstractContextManager[str]:
+    return serve_run(directory, f"ray-floor-{hops}", lambda port: ray_floor_config(port, hops))
 
 
 def vllm_command(settings: LLMSettings, port: int) -> list[str]:
