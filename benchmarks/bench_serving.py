@@ -10,8 +10,8 @@ inflate each other's latency several times over):
             exactly the user's and the difference is the serving path itself;
   vllm      vLLM's OpenAI server on the same model directory and engine settings;
   engine    the bare AsyncLLM in this process: the floor neither server can beat;
-  memserve-rayproxy, memserve-threaded (only if asked for) memserve behind Ray's Python
-            proxy actor instead of HAProxy; with Ray Serve's default replica threading;
+  memserve-rayproxy (only if asked for) memserve behind Ray's Python proxy actor
+            instead of HAProxy;
   ray-floor-2, ray-floor-1 (only if asked for) the floor of any Ray Serve LLM app
             (benchmarks/ray_floor.py): an ingress relaying to the same LLM deployment with
             none of memserve's logic, and the engine inside the ingress replica.
@@ -50,12 +50,10 @@ TOPICS = ["lighthouses", "honeybees", "volcanoes", "the printing press", "glacie
           "the silk road", "comets", "sourdough bread", "rivers", "chess", "the moon"]
 MAX_TOKENS = 32
 OFF = {"cache": False, "memory": False, "products": False}
-SIDES = ("memserve", "vllm", "engine", "memserve-rayproxy", "memserve-threaded", "ray-floor-2", "ray-floor-1")
-# memserve as `make run` starts it (configs/serve.env), behind Ray's default Python proxy
-# actor instead of HAProxy, or with Ray Serve's default replica threading (user code on a
-# thread and loop of its own, the handle's router on another) instead of one event loop.
-MEMSERVE_ENV = {"memserve": {}, "memserve-rayproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0"},
-                "memserve-threaded": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}}
+SIDES = ("memserve", "vllm", "engine", "memserve-rayproxy", "ray-floor-2", "ray-floor-1")
+# memserve as `make run` starts it (configs/serve.env: HAProxy ingress), or behind Ray's
+# default Python proxy actor instead, to see what the ingress costs.
+MEMSERVE_ENV = {"memserve": {}, "memserve-rayproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0"}}
 
 
 @dataclass
