@@ -10,8 +10,8 @@ inflate each other's latency several times over):
             exactly the user's and the difference is the serving path itself;
   vllm      vLLM's OpenAI server on the same model directory and engine settings;
   engine    the bare AsyncLLM in this process: the floor neither server can beat;
-  memserve-rayproxy (only if asked for) memserve behind Ray's Python proxy actor
-            instead of HAProxy;
+  memserve-rayproxy, memserve-throughput (only if asked for) memserve behind Ray's
+            Python proxy actor instead of HAProxy; in Ray Serve's throughput-optimized mode;
   ray-floor-2, ray-floor-1 (only if asked for) the floor of any Ray Serve LLM app
             (benchmarks/ray_floor.py): an ingress relaying to the same LLM deployment with
             none of memserve's logic, and the engine inside the ingress replica.
@@ -50,10 +50,12 @@ TOPICS = ["lighthouses", "honeybees", "volcanoes", "the printing press", "glacie
           "the silk road", "comets", "sourdough bread", "rivers", "chess", "the moon"]
 MAX_TOKENS = 32
 OFF = {"cache": False, "memory": False, "products": False}
-SIDES = ("memserve", "vllm", "engine", "memserve-rayproxy", "ray-floor-2", "ray-floor-1")
-# memserve as `make run` starts it (configs/serve.env: HAProxy ingress), or behind Ray's
-# default Python proxy actor instead, to see what the ingress costs.
-MEMSERVE_ENV = {"memserve": {}, "memserve-rayproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0"}}
+SIDES = ("memserve", "vllm", "engine", "memserve-rayproxy", "memserve-throughput", "ray-floor-2", "ray-floor-1")
+# memserve as `make run` starts it (configs/serve.env: HAProxy ingress), behind Ray's
+# default Python proxy actor instead, or in Ray Serve's throughput-optimized mode (user
+# code on the replica's own loop, gRPC between deployments, buffered request logs).
+MEMSERVE_ENV = {"memserve": {}, "memserve-rayproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0"},
+                "memserve-throughput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}}
 
 
 @dataclass
