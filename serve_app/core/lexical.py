@@ -4,15 +4,24 @@ Dense MiniLM vectors miss exact names, numbers and rare words that questions hin
 BM25 catches those. Libraries such as bm25s index a static corpus; a user's memories
 change one change-log entry at a time, so this keeps postings that update in
 O(len(text)) per add/remove instead of re-indexing.
+
+Words are Snowball-stemmed ("paintings" meets "painted"), and a search may expand its
+query with RM3 pseudo-relevance feedback: a question rarely uses the words of the turn
+that answers it, but its best hits share that turn's topic words ("pottery class" finds
+"the ceramics studio downtown" through the hits that say "studio").
 """
 
 from __future__ import annotations
 
+import functools
+import heapq
 import math
 import re
+import threading
 from collections import Counter, defaultdict
 
 import numpy as np
+import snowballstemmer
 
 _WORD = re.compile(r"[a-z0-9]+")
 STOPWORDS = frozenset([
@@ -25,12 +34,23 @@ STOPWORDS = frozenset([
 ])
 
 
+# RM3 pseudo-relevance feedback, Anserini's defaults (fbDocs 10, fbTerms 10, original query
+# weight 0.5, terms in more than 10% of documents skipped).
+RM3_DOCS = 10
+RM3_TERMS = 10
+RM3_QUERY_WEIGHT = 0.5
+RM3_MAX_DF = 0.1
+
+
+_STEMMER = snowballstemmer.stemmer("english")
+_STEM_LOCK = threading.Lock()  # a Snowball stemmer keeps state between calls
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def _stem(word: str) -> str:
-    """Light suffix stripping so 'paintings' meets 'painting' and 'painted'."""
-    for suffix in ("ings", "ing", "ies", "ied", "es", "ed", "s"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)] + ("y" if suffix in ("ies", "ied") else "")
-    return word
+    """The Snowball (Porter 2) English stem, so 'paintings' meets 'painting' and 'painted'."""
+    with _STEM_LOCK:
+        return str(_STEMMER.stemWord(word))
 
 
 def tokenize(text: str) -> list[str]:
@@ -83,19 +103,53 @@ class BM25Index:
                 del self._postings[term]
         self._free.append(row)
 
-    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+    def search(self, query: str, k: int, feedback: bool = False) -> list[tuple[int, float]]:
+        """BM25 top k; `feedback`: then again with the query expanded by RM3 (see `expand`)."""
+        weights = {term: 1.0 for term in set(tokenize(query))}
+        found = self._search(weights, k)
+        if feedback and found:
+            found = self._search(self.expand(weights, found[:RM3_DOCS]), k)
+        return found
+
+    def expand(self, weights: dict[str, float], feedback: list[tuple[int, float]]) -> dict[str, float]:
+        """RM3 (Lavrenko & Croft's relevance model mixed with the query, as Anserini runs it):
+        the relevance model's top RM3_TERMS terms, renormalised, mixed with the L1-normalised
+        query at RM3_QUERY_WEIGHT."""
+        top = heapq.nlargest(RM3_TERMS, self._relevance_model(feedback).items(), key=lambda item: item[1])
+        total = sum(w for _, w in top) or 1.0
+        q_total = sum(weights.values()) or 1.0
+        mixed = {t: RM3_QUERY_WEIGHT * w / q_total for t, w in weights.items()}
+        for term, w in top:
+            mixed[term] = mixed.get(term, 0.0) + (1 - RM3_QUERY_WEIGHT) * w / total
+        return mixed
+
+    def _relevance_model(self, feedback: list[tuple[int, float]]) -> dict[str, float]:
+        """P(w|R) up to a constant: the sum over the feedback documents of score(d) x tf(w, d) / |d|,
+        over terms in at most RM3_MAX_DF of the documents (a speaker's name in every turn
+        says nothing about this question)."""
+        n = len(self._rows)
+        model: defaultdict[str, float] = defaultdict(float)
+        for key, score in feedback:
+            row = self._rows[key]
+            length = float(self._lengths[row]) or 1.0
+            for term, tf in self._terms[row].items():
+                if len(self._postings[term]) <= RM3_MAX_DF * n:
+                    model[term] += score * tf / length
+        return model
+
+    def _search(self, weights: dict[str, float], k: int) -> list[tuple[int, float]]:
         n = len(self._rows)
         if n == 0:
             return []
         avg_len = self._total_length / n or 1.0
         scores = np.zeros(len(self._keys), dtype=np.float64)
-        for term in set(tokenize(query)):
+        for term, weight in weights.items():
             if term not in self._postings:
                 continue
             rows, tf = self._posting(term)
             idf = math.log(1 + (n - len(rows) + 0.5) / (len(rows) + 0.5))
             norm = tf + self.k1 * (1 - self.b + self.b * self._lengths[rows] / avg_len)
-            scores[rows] += idf * tf * (self.k1 + 1) / norm
+            scores[rows] += weight * idf * tf * (self.k1 + 1) / norm
         found = np.flatnonzero(scores)
         if len(found) > k:
             found = found[np.argpartition(-scores[found], k - 1)[:k]]

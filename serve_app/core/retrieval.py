@@ -94,7 +94,7 @@ def search_user_memories(
     text = query_text if scoring.hybrid else None
     fetch = k * (TIME_OVERFETCH if time_range is not None and scoring.time_boost else OVERFETCH)
     while True:
-        hits = index.search(user, query, fetch, text)
+        hits = index.search(user, query, fetch, text, feedback=scoring.lexical_feedback)
         records = index.store.get_many(user, (h.key for h in hits))
         found = [
             ScoredMemory(records[h.key], h.similarity, memory_score(

@@ -21,6 +21,10 @@ class ScoringSettings(BaseModel):
     decay_per_day: float = Field(default=0.05, ge=0.0)
     # Dense-only retrieval when false; otherwise dense and BM25 rankings are fused (RRF).
     hybrid: bool = True
+    # BM25 with pseudo-relevance feedback (RM3, at Anserini's defaults): the query's terms
+    # plus the distinctive terms of its best BM25 hits, searched again. Found LoCoMo evidence
+    # for more questions in the top 10 (see the README); costs one more BM25 pass.
+    lexical_feedback: bool = True
     # A query that names a time ("in May 2023", "yesterday", "before the trip") multiplies the
     # score of memories whose event time falls in it by 1 + time_boost: a preference, not a
     # filter (send filters.occurred_after/before for that). 0 turns it off.

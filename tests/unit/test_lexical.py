@@ -6,9 +6,39 @@ import random
 from serve_app.core.lexical import BM25Index, tokenize
 
 
-def test_tokenize_drops_stopwords_and_light_stems() -> None:
+def test_tokenize_drops_stopwords_and_stems() -> None:
     assert tokenize("The paintings she painted") == ["paint", "paint"]
-    assert tokenize("Caroline's 3 puppies") == ["caroline", "3", "puppy"]
+    assert tokenize("Caroline's 3 puppies") == tokenize("caroline 3 puppy") == ["carolin", "3", "puppi"]
+    assert tokenize("running runs") == ["run", "run"]
+
+
+def session(index: BM25Index) -> None:
+    """Fifty turns of two speakers; turns 1-3 are one talk about a pottery class."""
+    fillers = ["the weather was nice", "work was busy", "we watched a film", "dinner with friends", "a long walk"]
+    for key in range(4, 54):
+        index.upsert(key, f"{'Caroline' if key % 2 else 'Melanie'}: {fillers[key % len(fillers)]} today {key}")
+    index.upsert(1, "Caroline: I signed up for a pottery class at the studio downtown")
+    index.upsert(2, "Melanie: pottery sounds fun, which studio?")
+    index.upsert(3, "Caroline: the ceramics studio downtown, my first bowl is drying")
+
+
+def test_feedback_finds_a_turn_that_shares_the_topic_but_not_the_query_words() -> None:
+    index = BM25Index()
+    session(index)
+    plain = [key for key, _ in index.search("pottery class", 5)]
+    expanded = [key for key, _ in index.search("pottery class", 5, feedback=True)]
+    assert 3 not in plain  # no query word in it
+    assert 3 in expanded and expanded[0] == 1  # "studio" and "downtown" came from the best hits
+    assert set(plain) <= set(expanded)
+
+
+def test_feedback_skips_terms_common_to_many_documents() -> None:
+    index = BM25Index()
+    session(index)
+    weights = index.expand({"potteri": 1.0}, index.search("pottery", 10))
+    assert "carolin" not in weights and "melani" not in weights  # a speaker is in half the turns
+    assert weights["potteri"] > 0.5 and "studio" in weights
+    assert abs(sum(weights.values()) - 1.0) < 1e-9  # the query and the relevance model, each half
 
 
 def test_rare_terms_outrank_common_ones_and_updates_apply() -> None:
