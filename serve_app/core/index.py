@@ -207,13 +207,16 @@ class ShardIndex:
     def search(
         self, user: str, query: np.ndarray, k: int, query_text: str | None = None, feedback: bool = False
     ) -> list[Hit]:
-        """Dense top-k, fused with BM25 top-k when the query text is given; `feedback`: BM25 with RM3."""
+        """Dense top-k, fused with BM25 top-k when the query text is given; `feedback`: the BM25
+        top-k of the query expanded by RM3 instead."""
         self.catch_up()
         index = self.user(user)
         dense = index.dense_search(query, k)
         if not query_text:
             return [Hit(key, sim, 0.0, sim) for key, sim in dense]
-        lexical = index.lexical.search(query_text, k, feedback)
+        lexical = index.lexical.search(query_text, k)
+        if feedback:
+            lexical = index.lexical.feedback_search(query_text, k, lexical)
         fused = fuse(dense, lexical)
         similarity = dict(dense)
         missing = [key for key in fused if key not in similarity]

@@ -103,13 +103,18 @@ class BM25Index:
                 del self._postings[term]
         self._free.append(row)
 
-    def search(self, query: str, k: int, feedback: bool = False) -> list[tuple[int, float]]:
-        """BM25 top k; `feedback`: then again with the query expanded by RM3 (see `expand`)."""
-        weights = {term: 1.0 for term in set(tokenize(query))}
-        found = self._search(weights, k)
-        if feedback and found:
-            found = self._search(self.expand(weights, found[:RM3_DOCS]), k)
-        return found
+    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+        """BM25 top k of the query's terms."""
+        return self._search({term: 1.0 for term in set(tokenize(query))}, k)
+
+    def feedback_search(self, query: str, k: int, first: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        """BM25 top k of the query expanded by RM3 from `first`, the query's own top hits
+        (see `expand`). Over a few documents it can rank one that restates the query below
+        one that shares its topic (the expansion's "rare" terms are then other documents' own
+        words), which is why memory search leaves it off by default."""
+        if not first:
+            return []
+        return self._search(self.expand({term: 1.0 for term in set(tokenize(query))}, first[:RM3_DOCS]), k)
 
     def expand(self, weights: dict[str, float], feedback: list[tuple[int, float]]) -> dict[str, float]:
         """RM3 (Lavrenko & Croft's relevance model mixed with the query, as Anserini runs it):

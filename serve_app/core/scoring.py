@@ -22,9 +22,11 @@ class ScoringSettings(BaseModel):
     # Dense-only retrieval when false; otherwise dense and BM25 rankings are fused (RRF).
     hybrid: bool = True
     # BM25 with pseudo-relevance feedback (RM3, at Anserini's defaults): the query's terms
-    # plus the distinctive terms of its best BM25 hits, searched again. Found LoCoMo evidence
-    # for more questions in the top 10 (see the README); costs one more BM25 pass.
-    lexical_feedback: bool = True
+    # plus the distinctive terms of its best BM25 hits, searched again, instead of plain BM25.
+    # Found LoCoMo evidence for more questions in the top 10 (see the README), but
+    # over a few memories it can rank a memory that restates the query below another one, so
+    # it is off by default. Costs one more BM25 pass.
+    lexical_feedback: bool = False
     # A query that names a time ("in May 2023", "yesterday", "before the trip") multiplies the
     # score of memories whose event time falls in it by 1 + time_boost: a preference, not a
     # filter (send filters.occurred_after/before for that). 0 turns it off.

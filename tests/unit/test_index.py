@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from pathlib import Path
 
+import numpy as np
+
 from serve_app.core.index import ShardIndex
+from serve_app.core.lexical import BM25Index
 from serve_app.core.retrieval import SearchFilters, search_user_memories
+from serve_app.core.scoring import ScoringSettings
 from serve_app.core.sharding import shard_for
 from serve_app.core.sqlite_store import SQLiteMemoryStore
 from tests.unit.test_store import mem, vec
@@ -95,3 +101,31 @@ def test_metadata_and_time_filters(tmp_path: Path) -> None:
     assert future == []
     past = search_user_memories(index, "alice", vec(2), 5, 0.0, filters=SearchFilters(created_before=2e9))
     assert len(past) == 2
+
+
+def test_a_restated_memory_ranks_first_by_default(tmp_path: Path) -> None:
+    """A search that restates a memory finds that memory first (the write-then-search race
+    test in tests/integration relies on it). RM3 feedback breaks that on a small collection:
+    with few memories its "rare" expansion terms are other memories' own words, so it ranks
+    them above the restated one. That is why `lexical_feedback` is off by default."""
+    people = ["Ada", "Bruno", "Chen", "Dalia", "Emeka", "Freya", "Goran", "Hana", "Ivo", "Jun"]
+    habits = ["plays the cello on Mondays", "grows tomatoes on Tuesdays", "repairs old clocks on Thursdays",
+              "swims in cold lakes on Sundays"]
+    store = SQLiteMemoryStore(tmp_path / "m.sqlite3")
+    index = ShardIndex(store, 0, 8, 10)
+    scoring = ScoringSettings()
+    lexical, expanded_misses = BM25Index(), 0  # the same texts in a bare BM25 index
+    pairs = [(p, h) for p in range(len(people)) for h in range(len(habits))]
+    random.Random(0).shuffle(pairs)  # concurrent writers: in no particular order
+    for p, h in pairs:  # written one by one, each searched right after its write
+        vector = vec(100 + p) + 2 * vec(200 + h)  # facts that share a habit are close
+        fact = dataclasses.replace(mem(f"{people[p]} {habits[h]}."), embedding=vector / np.linalg.norm(vector))
+        (record,), _ = store.add("alice", 0, [fact])
+        top = search_user_memories(index, "alice", fact.embedding, 1, now=0.0, query_text=fact.text,
+                                   scoring=scoring)
+        assert top[0].record.id == record.id, fact.text
+        key = len(lexical)
+        lexical.upsert(key, fact.text)
+        expanded = lexical.feedback_search(fact.text, 4, lexical.search(fact.text, 4))
+        expanded_misses += expanded[0][0] != key
+    assert expanded_misses > 0  # RM3's ranking put another fact first
