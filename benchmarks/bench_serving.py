@@ -63,6 +63,7 @@ class Sample:
     ttft_ms: float
     total_ms: float
     tokens: int
+    prompt_tokens: int
     gaps_ms: list[float] = field(default_factory=list)
 
 
@@ -76,27 +77,31 @@ class Stopwatch:
     def chunk(self) -> None:
         self.chunks.append(time.perf_counter())
 
-    def sample(self, tokens: int) -> Sample:
+    def sample(self, tokens: int, prompt_tokens: int) -> Sample:
         end = time.perf_counter()
         first = self.chunks[0] if self.chunks else end
         gaps = [(b - a) * 1000 for a, b in zip(self.chunks, self.chunks[1:], strict=False)]
-        return Sample((first - self.started) * 1000, (end - self.started) * 1000, tokens, gaps)
+        return Sample((first - self.started) * 1000, (end - self.started) * 1000, tokens, prompt_tokens, gaps)
 
 
 def prompt(i: int) -> str:
     return f"Write a long, detailed essay about {TOPICS[i % len(TOPICS)]} (part {i})."
 
 
-def chat_body(model: str, i: int, memserve: bool) -> dict[str, Any]:
+def chat_body(model: str, i: int, side: str, system_prompt: str) -> dict[str, Any]:
+    """The same prompt on every side. memserve and the floor put the service's system prompt
+    before the user's turn themselves; `vllm serve` is sent it as a system message (without
+    one, SmolLM2's chat template inserts its own, longer default: 45 prompt tokens, not 40)."""
+    system = [{"role": "system", "content": system_prompt}] if side == "vllm" else []
     body: dict[str, Any] = {
-        "model": model, "messages": [{"role": "user", "content": prompt(i)}], "max_tokens": MAX_TOKENS,
+        "model": model, "messages": [*system, {"role": "user", "content": prompt(i)}], "max_tokens": MAX_TOKENS,
         "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
     }
-    return {**body, "memserve": OFF} if memserve else body
+    return {**body, "memserve": OFF} if side in MEMSERVE_ENV else body
 
 
 async def over_http(client: httpx.AsyncClient, body: dict[str, Any]) -> Sample:
-    watch, tokens = Stopwatch(), 0
+    watch, tokens, prompt_tokens = Stopwatch(), 0, 0
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
@@ -104,22 +109,22 @@ async def over_http(client: httpx.AsyncClient, body: dict[str, Any]) -> Sample:
                 continue
             event = json.loads(line[6:])
             if event.get("usage"):
-                tokens = event["usage"]["completion_tokens"]
+                tokens, prompt_tokens = event["usage"]["completion_tokens"], event["usage"]["prompt_tokens"]
             if any(c["delta"].get("content") for c in event.get("choices", [])):
                 watch.chunk()
-    return watch.sample(tokens)
+    return watch.sample(tokens, prompt_tokens)
 
 
 async def in_process(engine: Any, system_prompt: str, i: int) -> Sample:
     request = GenerationRequest(request_id=f"bench-{uuid.uuid4().hex}", system_prompt=system_prompt,
                                 messages=[{"role": "user", "content": prompt(i)}], max_tokens=MAX_TOKENS,
                                 temperature=0.0)
-    watch, tokens = Stopwatch(), 0
+    watch, tokens, prompt_tokens = Stopwatch(), 0, 0
     async for chunk in engine.stream(request):
         if chunk.text:
             watch.chunk()
-        tokens = chunk.completion_tokens
-    return watch.sample(tokens)
+        tokens, prompt_tokens = chunk.completion_tokens, chunk.prompt_tokens
+    return watch.sample(tokens, prompt_tokens)
 
 
 @dataclass
@@ -148,6 +153,7 @@ async def run_level(send: Callable[[int], Awaitable[Sample]], side: str, concurr
         "itl_p50": pct(gaps, 0.5), "itl_p95": pct(gaps, 0.95),
         "total_p50": pct([s.total_ms for s in samples], 0.5),
         "tok_s": sum(s.tokens for s in samples) / wall_s, "tokens": statistics.mean(s.tokens for s in samples),
+        "prompt_tokens": statistics.mean(s.prompt_tokens for s in samples),
     }
     logger.info("%s c=%d %s", side, concurrency, {k: round(v, 1) for k, v in metrics.items()})
     return Level(side, concurrency, metrics)
@@ -162,11 +168,12 @@ async def sweep(send: Callable[[int], Awaitable[Sample]], side: str, levels: lis
     return [await run_level(send, side, c, requests_at(c, per_level)) for c in levels]
 
 
-async def http_side(base: str, side: str, model: str, levels: list[int], per_level: int) -> list[Level]:
+async def http_side(base: str, side: str, settings: AppSettings, levels: list[int], per_level: int) -> list[Level]:
+    model = settings.llm.served_model_name
     limits = httpx.Limits(max_connections=max(levels) + 8, max_keepalive_connections=max(levels) + 8)
     async with httpx.AsyncClient(base_url=base, timeout=300, limits=limits) as client:
         async def send(i: int) -> Sample:
-            return await over_http(client, chat_body(model, i, side in MEMSERVE_ENV))
+            return await over_http(client, chat_body(model, i, side, settings.server.system_prompt))
         levels_out = await sweep(send, side, levels, per_level)
         if side in MEMSERVE_ENV:
             levels_out.append(await health_and_hit(client, side, model))
@@ -216,7 +223,6 @@ def without_shedding(config: dict[str, Any]) -> None:
 
 def run_side(side: str, directory: Path, settings: AppSettings, levels: list[int], per_level: int,
              env: dict[str, str]) -> list[Level]:
-    model = settings.llm.served_model_name
     if side == "engine":
         return asyncio.run(engine_side(settings, levels, per_level))
     if side in MEMSERVE_ENV:
@@ -226,7 +232,7 @@ def run_side(side: str, directory: Path, settings: AppSettings, levels: list[int
     else:
         server = servers.vllm_server(directory, settings.llm)
     with server as base:
-        return asyncio.run(http_side(base, side, model, levels, per_level))
+        return asyncio.run(http_side(base, side, settings, levels, per_level))
 
 
 def spread(values: list[float]) -> str:
