@@ -177,9 +177,10 @@ class _NoLLM:
         raise RuntimeError("the LoCoMo benchmark searches memories; it never generates")
 
 
-def in_process_app(data_dir: str, embedder: MiniLM, llm: Any = None) -> Any:
+def in_process_app(data_dir: str, embedder: MiniLM, llm: Any = None, lexical_feedback: bool = False) -> Any:
     """The Orchestrator's app over local deployment cores (no Ray), the real MiniLM included;
-    `llm`: the LLM deployment's core (none by default: memory search never generates)."""
+    `llm`: the LLM deployment's core (none by default: memory search never generates);
+    `lexical_feedback`: `memory.scoring.lexical_feedback` (RM3), off as shipped."""
     from serve_app.app import create_app
     from serve_app.clients import Clients, LocalEndpoint
     from serve_app.core.response_cache import InProcessCache
@@ -191,6 +192,7 @@ def in_process_app(data_dir: str, embedder: MiniLM, llm: Any = None) -> Any:
     settings = AppSettings(data_dir=data_dir)
     settings.vector_search.num_shards = 1
     settings.cache.local_ttl_s = 0
+    settings.memory.scoring.lexical_feedback = lexical_feedback
     store = settings.open_store()
     memory = settings.memory
     shard = ShardSearcher(store, 0, settings.embedder.dimension, settings.vector_search.max_loaded_users,
@@ -232,7 +234,8 @@ async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="locomo-") as tmp:
         if args.in_process:
             assert model is not None
-            transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=in_process_app(tmp, model))
+            app = in_process_app(tmp, model, lexical_feedback=args.lexical_feedback)
+            transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=app)
             url = "http://in-process"
         else:
             transport, url = httpx.AsyncHTTPTransport(), args.url
@@ -276,7 +279,13 @@ def main() -> None:
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also score plain dense MiniLM over the raw turns")
     parser.add_argument("--json", type=Path, default=None, help="write the tables here too")
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--lexical-feedback", action="store_true",
+                        help="with --in-process: turn on RM3 query feedback (memory.scoring.lexical_feedback); "
+                             "against a running app, set it in the app's config instead")
+    args = parser.parse_args()
+    if args.lexical_feedback and not args.in_process:
+        parser.error("--lexical-feedback needs --in-process (a running app takes it from its config)")
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -53,6 +53,11 @@ def _stem(word: str) -> str:
         return str(_STEMMER.stemWord(word))
 
 
+def query_weights(query: str) -> dict[str, float]:
+    """Each distinct term of the query once, at weight 1 (a repeated word is not a stronger ask)."""
+    return dict.fromkeys(tokenize(query), 1.0)
+
+
 def tokenize(text: str) -> list[str]:
     return [_stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
 
@@ -105,7 +110,7 @@ class BM25Index:
 
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         """BM25 top k of the query's terms."""
-        return self._search({term: 1.0 for term in set(tokenize(query))}, k)
+        return self._search(query_weights(query), k)
 
     def feedback_search(self, query: str, k: int, first: list[tuple[int, float]]) -> list[tuple[int, float]]:
         """BM25 top k of the query expanded by RM3 from `first`, the query's own top hits
@@ -114,7 +119,7 @@ class BM25Index:
         words), which is why memory search leaves it off by default."""
         if not first:
             return []
-        return self._search(self.expand({term: 1.0 for term in set(tokenize(query))}, first[:RM3_DOCS]), k)
+        return self._search(self.expand(query_weights(query), first[:RM3_DOCS]), k)
 
     def expand(self, weights: dict[str, float], feedback: list[tuple[int, float]]) -> dict[str, float]:
         """RM3 (Lavrenko & Croft's relevance model mixed with the query, as Anserini runs it):
