@@ -61,7 +61,10 @@ class Ingress:
     """Turns a chat body into memserve's GenerationRequest and streams the engine's chunks
     back as OpenAI SSE, through the LLM deployment (`llm` given) or an engine of its own."""
 
-    def __init__(self, settings: AppSettings, llm: DeploymentHandle[Any] | None = None) -> None:
+    # Async, as the LLM deployment's constructor: vLLM's AsyncLLM is built on the replica's
+    # running event loop, the same way in both floors.
+    async def __init__(  # type: ignore[misc]  # Ray Serve awaits async constructors
+            self, settings: AppSettings, llm: DeploymentHandle[Any] | None = None) -> None:
         self.system_prompt = settings.server.system_prompt
         self.llm = llm.options(stream=True) if llm is not None else None
         self.engine = LLMEngine(settings.llm) if llm is None else None
