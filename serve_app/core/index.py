@@ -214,9 +214,7 @@ class ShardIndex:
         dense = index.dense_search(query, k)
         if not query_text:
             return [Hit(key, sim, 0.0, sim) for key, sim in dense]
-        lexical = index.lexical.search(query_text, k)
-        if feedback:
-            lexical = index.lexical.feedback_search(query_text, k, lexical)
+        lexical = index.lexical.feedback_search(query_text, k) if feedback else index.lexical.search(query_text, k)
         fused = fuse(dense, lexical)
         similarity = dict(dense)
         missing = [key for key in fused if key not in similarity]

@@ -112,14 +112,16 @@ class BM25Index:
         """BM25 top k of the query's terms."""
         return self._search(query_weights(query), k)
 
-    def feedback_search(self, query: str, k: int, first: list[tuple[int, float]]) -> list[tuple[int, float]]:
-        """BM25 top k of the query expanded by RM3 from `first`, the query's own top hits
-        (see `expand`). Over a few documents it can rank one that restates the query below
-        one that shares its topic (the expansion's "rare" terms are then other documents' own
-        words), which is why memory search leaves it off by default."""
+    def feedback_search(self, query: str, k: int) -> list[tuple[int, float]]:
+        """BM25 top k of the query expanded by RM3 from its own best hits (see `expand`).
+        Over a few documents it can rank one that restates the query below one that shares
+        its topic (the expansion's "rare" terms are then other documents' own words), which
+        is why memory search leaves it off by default."""
+        weights = query_weights(query)
+        first = self._search(weights, min(k, RM3_DOCS))
         if not first:
             return []
-        return self._search(self.expand(query_weights(query), first[:RM3_DOCS]), k)
+        return self._search(self.expand(weights, first), k)
 
     def expand(self, weights: dict[str, float], feedback: list[tuple[int, float]]) -> dict[str, float]:
         """RM3 (Lavrenko & Croft's relevance model mixed with the query, as Anserini runs it):

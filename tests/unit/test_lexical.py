@@ -25,9 +25,8 @@ def session(index: BM25Index) -> None:
 def test_feedback_finds_a_turn_that_shares_the_topic_but_not_the_query_words() -> None:
     index = BM25Index()
     session(index)
-    first = index.search("pottery class", 5)
-    plain = [key for key, _ in first]
-    expanded = [key for key, _ in index.feedback_search("pottery class", 5, first)]
+    plain = [key for key, _ in index.search("pottery class", 5)]
+    expanded = [key for key, _ in index.feedback_search("pottery class", 5)]
     assert 3 not in plain  # no query word in it
     assert 3 in expanded and expanded[0] == 1  # "studio" and "downtown" came from the best hits
     assert set(plain) <= set(expanded)
